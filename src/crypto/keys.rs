@@ -1,0 +1,580 @@
+use std::fmt;
+
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use pkcs8::LineEnding;
+use rand_core::OsRng;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::cjson;
+
+/// A key id: lowercase hex sha256 of the canonical JSON of
+/// `{"keytype", "scheme", "keyval"}` (securesystemslib `compute_default_keyid`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(String);
+
+impl KeyId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// The 8-character prefix used in link file names (`<step>.<keyid8>.link`).
+    pub fn short(&self) -> &str {
+        &self.0[..8.min(self.0.len())]
+    }
+    fn compute(dict: &Value) -> KeyId {
+        // Encoding a dict of strings cannot fail.
+        let bytes = cjson::encode(dict).unwrap_or_default();
+        KeyId(hex::encode(Sha256::digest(bytes)))
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    Ed25519,
+    Rsa,
+    Ecdsa,
+}
+
+impl KeyType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::Ed25519 => "ed25519",
+            KeyType::Rsa => "rsa",
+            KeyType::Ecdsa => "ecdsa",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Ed25519,
+    RsassaPssSha256,
+    RsaPkcs1v15Sha256,
+    EcdsaP256,
+    EcdsaP384,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Ed25519 => "ed25519",
+            Scheme::RsassaPssSha256 => "rsassa-pss-sha256",
+            Scheme::RsaPkcs1v15Sha256 => "rsa-pkcs1v15-sha256",
+            Scheme::EcdsaP256 => "ecdsa-sha2-nistp256",
+            Scheme::EcdsaP384 => "ecdsa-sha2-nistp384",
+        }
+    }
+    fn parse(keytype: &str, scheme: &str) -> Option<(KeyType, Scheme)> {
+        Some(match (keytype, scheme) {
+            ("ed25519", "ed25519") => (KeyType::Ed25519, Scheme::Ed25519),
+            ("rsa", "rsassa-pss-sha256") => (KeyType::Rsa, Scheme::RsassaPssSha256),
+            ("rsa", "rsa-pkcs1v15-sha256") => (KeyType::Rsa, Scheme::RsaPkcs1v15Sha256),
+            // securesystemslib still accepts the deprecated keytype spelling.
+            ("ecdsa" | "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp256") => {
+                (KeyType::Ecdsa, Scheme::EcdsaP256)
+            }
+            ("ecdsa" | "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp384") => {
+                (KeyType::Ecdsa, Scheme::EcdsaP384)
+            }
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("not a PEM public key (expected a '-----BEGIN PUBLIC KEY-----' SubjectPublicKeyInfo block): {0}")]
+    BadPublicPem(spki::Error),
+    #[error("not a supported PEM private key (PKCS#8, encrypted PKCS#8, PKCS#1 RSA or SEC1 EC): {0}")]
+    BadPrivatePem(String),
+    #[error("the private key is encrypted: pass its password (-P)")]
+    PasswordNeeded,
+    #[error("could not decrypt the private key: wrong password or unsupported cipher")]
+    WrongPassword,
+    #[error("unsupported key algorithm {0} (supported: ed25519, rsa, ecdsa P-256/P-384)")]
+    UnsupportedAlgorithm(String),
+    #[error("unsupported key type/scheme {keytype:?}/{scheme:?}")]
+    UnsupportedScheme { keytype: String, scheme: String },
+    #[error("key field `{0}` is missing or not a string")]
+    MissingField(&'static str),
+    #[error("key value does not decode: {0}")]
+    BadKeyValue(String),
+    #[error("key id {claimed} does not match the key, whose id is {computed}")]
+    KeyIdMismatch { claimed: String, computed: KeyId },
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("signing failed: {0}")]
+    Signing(String),
+}
+
+#[derive(Clone)]
+enum Verifier {
+    Ed25519(ed25519_dalek::VerifyingKey),
+    Rsa(rsa::RsaPublicKey),
+    P256(p256::ecdsa::VerifyingKey),
+    P384(p384::ecdsa::VerifyingKey),
+}
+
+/// A public key as securesystemslib models it, with its computed key id.
+#[derive(Clone)]
+pub struct PublicKey {
+    keyid: KeyId,
+    keytype: KeyType,
+    scheme: Scheme,
+    /// The securesystemslib key dict as it appears in metadata (including
+    /// `keyid` and any unrecognised fields), so a layout re-serialises it exactly.
+    dict: Map<String, Value>,
+    verifier: Verifier,
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "PublicKey({} {})", self.scheme.as_str(), self.keyid)
+    }
+}
+
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.dict == other.dict
+    }
+}
+
+fn pem_of<T: EncodePublicKey>(key: &T) -> Result<String, KeyError> {
+    key.to_public_key_pem(LineEnding::LF)
+        .map_err(|e| KeyError::BadKeyValue(e.to_string()))
+}
+
+impl PublicKey {
+    /// Loads a SubjectPublicKeyInfo PEM, as `SSlibKey.from_pem` does: the
+    /// default scheme for its type, the key value re-encoded as the reference does.
+    pub fn from_pem(pem: &str) -> Result<PublicKey, KeyError> {
+        let (label, der) = pem_rfc7468_decode(pem).map_err(KeyError::BadPublicPem)?;
+        if label != "PUBLIC KEY" {
+            return Err(KeyError::BadPublicPem(spki::Error::KeyMalformed));
+        }
+        let spki = spki::SubjectPublicKeyInfoRef::try_from(der.as_slice())
+            .map_err(|e| KeyError::BadPublicPem(e.into()))?;
+        let oid = spki.algorithm.oid;
+        let verifier = if oid == ed25519_dalek::pkcs8::ALGORITHM_OID {
+            Verifier::Ed25519(
+                ed25519_dalek::VerifyingKey::from_public_key_der(&der)
+                    .map_err(KeyError::BadPublicPem)?,
+            )
+        } else if oid == rsa::pkcs1::ALGORITHM_OID {
+            Verifier::Rsa(
+                rsa::RsaPublicKey::from_public_key_der(&der).map_err(KeyError::BadPublicPem)?,
+            )
+        } else if oid == elliptic_curve_oid() {
+            if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_der(&der) {
+                Verifier::P256(k)
+            } else if let Ok(k) = p384::ecdsa::VerifyingKey::from_public_key_der(&der) {
+                Verifier::P384(k)
+            } else {
+                return Err(KeyError::UnsupportedAlgorithm(
+                    "ecdsa on a curve other than P-256/P-384".into(),
+                ));
+            }
+        } else {
+            return Err(KeyError::UnsupportedAlgorithm(oid.to_string()));
+        };
+        Ok(PublicKey::from_verifier(verifier))
+    }
+
+    fn from_verifier(verifier: Verifier) -> PublicKey {
+        let (keytype, scheme, public) = match &verifier {
+            Verifier::Ed25519(k) => (KeyType::Ed25519, Scheme::Ed25519, hex::encode(k.as_bytes())),
+            Verifier::Rsa(k) => (
+                KeyType::Rsa,
+                Scheme::RsassaPssSha256,
+                pem_of(k).unwrap_or_default(),
+            ),
+            Verifier::P256(k) => (KeyType::Ecdsa, Scheme::EcdsaP256, pem_of(k).unwrap_or_default()),
+            Verifier::P384(k) => (KeyType::Ecdsa, Scheme::EcdsaP384, pem_of(k).unwrap_or_default()),
+        };
+        let base = json!({
+            "keytype": keytype.as_str(),
+            "scheme": scheme.as_str(),
+            "keyval": {"public": public},
+        });
+        let keyid = KeyId::compute(&base);
+        let mut dict = match base {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        dict.insert("keyid".into(), Value::String(keyid.0.clone()));
+        PublicKey {
+            keyid,
+            keytype,
+            scheme,
+            dict,
+            verifier,
+        }
+    }
+
+    /// Loads a securesystemslib key dict (as found in a layout's `keys`).
+    /// `claimed` is the id the metadata files it under; it must match the
+    /// computed one. Legacy dicts that carry `keyid_hash_algorithms` may have
+    /// an id computed over that field too, as in-toto before 2.0 did.
+    pub fn from_dict(dict: &Map<String, Value>, claimed: Option<&str>) -> Result<PublicKey, KeyError> {
+        let get = |field: &'static str| {
+            dict.get(field)
+                .and_then(Value::as_str)
+                .ok_or(KeyError::MissingField(field))
+        };
+        let keytype = get("keytype")?;
+        let scheme_name = get("scheme")?;
+        let keyval = dict
+            .get("keyval")
+            .and_then(Value::as_object)
+            .ok_or(KeyError::MissingField("keyval"))?;
+        let public = keyval
+            .get("public")
+            .and_then(Value::as_str)
+            .ok_or(KeyError::MissingField("keyval.public"))?;
+        let (kt, scheme) =
+            Scheme::parse(keytype, scheme_name).ok_or_else(|| KeyError::UnsupportedScheme {
+                keytype: keytype.into(),
+                scheme: scheme_name.into(),
+            })?;
+        let verifier = match scheme {
+            Scheme::Ed25519 => {
+                let raw: [u8; 32] = hex::decode(public)
+                    .ok()
+                    .and_then(|v| v.try_into().ok())
+                    .ok_or_else(|| KeyError::BadKeyValue("ed25519 key is not 32 hex bytes".into()))?;
+                Verifier::Ed25519(
+                    ed25519_dalek::VerifyingKey::from_bytes(&raw)
+                        .map_err(|e| KeyError::BadKeyValue(e.to_string()))?,
+                )
+            }
+            Scheme::RsassaPssSha256 | Scheme::RsaPkcs1v15Sha256 => Verifier::Rsa(
+                rsa::RsaPublicKey::from_public_key_pem(public).map_err(KeyError::BadPublicPem)?,
+            ),
+            Scheme::EcdsaP256 => Verifier::P256(
+                p256::ecdsa::VerifyingKey::from_public_key_pem(public)
+                    .map_err(KeyError::BadPublicPem)?,
+            ),
+            Scheme::EcdsaP384 => Verifier::P384(
+                p384::ecdsa::VerifyingKey::from_public_key_pem(public)
+                    .map_err(KeyError::BadPublicPem)?,
+            ),
+        };
+        let keyval = Value::Object(keyval.clone());
+        let mut base = json!({"keytype": keytype, "scheme": scheme_name, "keyval": keyval});
+        let keyid = KeyId::compute(&base);
+        let keyid = match claimed {
+            Some(c) if c == keyid.0 => keyid,
+            Some(c) => {
+                let legacy = dict.get("keyid_hash_algorithms").map(|algs| {
+                    base["keyid_hash_algorithms"] = algs.clone();
+                    KeyId::compute(&base)
+                });
+                match legacy {
+                    Some(l) if l.0 == c => l,
+                    _ => {
+                        return Err(KeyError::KeyIdMismatch {
+                            claimed: c.into(),
+                            computed: keyid,
+                        })
+                    }
+                }
+            }
+            None => keyid,
+        };
+        let mut dict = dict.clone();
+        dict.insert("keyid".into(), Value::String(keyid.0.clone()));
+        Ok(PublicKey {
+            keyid,
+            keytype: kt,
+            scheme,
+            dict,
+            verifier,
+        })
+    }
+
+    pub fn keyid(&self) -> &KeyId {
+        &self.keyid
+    }
+    pub fn keytype(&self) -> KeyType {
+        self.keytype
+    }
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+    /// The key dict as metadata carries it (with `keyid`).
+    pub fn to_dict(&self) -> Value {
+        Value::Object(self.dict.clone())
+    }
+
+    /// SubjectPublicKeyInfo PEM of this key.
+    pub fn to_pem(&self) -> String {
+        match &self.verifier {
+            Verifier::Ed25519(k) => pem_of(k),
+            Verifier::Rsa(k) => pem_of(k),
+            Verifier::P256(k) => pem_of(k),
+            Verifier::P384(k) => pem_of(k),
+        }
+        .unwrap_or_default()
+    }
+
+    /// Checks `sig` over `msg` with this key's scheme.
+    pub fn verify(&self, msg: &[u8], sig: &[u8]) -> Result<(), KeyError> {
+        use signature::Verifier as _;
+        let ok = match (&self.verifier, self.scheme) {
+            (Verifier::Ed25519(k), _) => ed25519_dalek::Signature::from_slice(sig)
+                .map(|s| k.verify_strict(msg, &s).is_ok())
+                .unwrap_or(false),
+            (Verifier::Rsa(k), Scheme::RsaPkcs1v15Sha256) => {
+                let vk = rsa::pkcs1v15::VerifyingKey::<Sha256>::new(k.clone());
+                rsa::pkcs1v15::Signature::try_from(sig)
+                    .map(|s| vk.verify(msg, &s).is_ok())
+                    .unwrap_or(false)
+            }
+            (Verifier::Rsa(k), _) => {
+                // The reference verifies with PSS.AUTO salt length; it signs
+                // with a salt as long as the digest, which is what we accept.
+                let vk = rsa::pss::VerifyingKey::<Sha256>::new(k.clone());
+                rsa::pss::Signature::try_from(sig)
+                    .map(|s| vk.verify(msg, &s).is_ok())
+                    .unwrap_or(false)
+            }
+            (Verifier::P256(k), _) => p256::ecdsa::DerSignature::from_bytes(sig)
+                .map(|s| k.verify(msg, &s).is_ok())
+                .unwrap_or(false),
+            (Verifier::P384(k), _) => p384::ecdsa::DerSignature::from_bytes(sig)
+                .map(|s| k.verify(msg, &s).is_ok())
+                .unwrap_or(false),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(KeyError::BadSignature)
+        }
+    }
+}
+
+fn elliptic_curve_oid() -> pkcs8::ObjectIdentifier {
+    pkcs8::ObjectIdentifier::new_unwrap("1.2.840.10045.2.1")
+}
+
+fn pem_rfc7468_decode(pem: &str) -> Result<(String, Vec<u8>), spki::Error> {
+    let (label, der) = pkcs8::der::pem::decode_vec(pem.trim().as_bytes())
+        .map_err(|e| spki::Error::Asn1(e.into()))?;
+    Ok((label.to_owned(), der))
+}
+
+enum Signer {
+    Ed25519(ed25519_dalek::SigningKey),
+    Rsa(rsa::RsaPrivateKey),
+    P256(p256::ecdsa::SigningKey),
+    P384(p384::ecdsa::SigningKey),
+}
+
+/// A private key able to sign with its type's default scheme.
+pub struct PrivateKey {
+    signer: Signer,
+    public: PublicKey,
+}
+
+impl PrivateKey {
+    /// Loads a PEM private key: PKCS#8 (optionally encrypted, as
+    /// `in-toto-run -P` takes), PKCS#1 RSA or SEC1 EC.
+    pub fn from_pem(pem: &str, password: Option<&str>) -> Result<PrivateKey, KeyError> {
+        let (label, der) = pkcs8::der::pem::decode_vec(pem.trim().as_bytes())
+            .map_err(|e| KeyError::BadPrivatePem(e.to_string()))?;
+        let der = match label {
+            "ENCRYPTED PRIVATE KEY" => {
+                let password = password.ok_or(KeyError::PasswordNeeded)?;
+                let enc = pkcs8::EncryptedPrivateKeyInfo::try_from(der.as_slice())
+                    .map_err(|e| KeyError::BadPrivatePem(e.to_string()))?;
+                enc.decrypt(password)
+                    .map_err(|_| KeyError::WrongPassword)?
+                    .as_bytes()
+                    .to_vec()
+            }
+            "PRIVATE KEY" => der,
+            "RSA PRIVATE KEY" => {
+                use rsa::pkcs1::DecodeRsaPrivateKey;
+                let k = rsa::RsaPrivateKey::from_pkcs1_der(&der)
+                    .map_err(|e| KeyError::BadPrivatePem(e.to_string()))?;
+                return Ok(PrivateKey::from_signer(Signer::Rsa(k)));
+            }
+            "EC PRIVATE KEY" => {
+                if let Ok(k) = p256::SecretKey::from_sec1_der(&der) {
+                    return Ok(PrivateKey::from_signer(Signer::P256(k.into())));
+                }
+                let k = p384::SecretKey::from_sec1_der(&der)
+                    .map_err(|e| KeyError::BadPrivatePem(e.to_string()))?;
+                return Ok(PrivateKey::from_signer(Signer::P384(k.into())));
+            }
+            other => return Err(KeyError::BadPrivatePem(format!("unexpected PEM label {other:?}"))),
+        };
+        let info = pkcs8::PrivateKeyInfo::try_from(der.as_slice())
+            .map_err(|e| KeyError::BadPrivatePem(e.to_string()))?;
+        let oid = info.algorithm.oid;
+        let signer = if oid == ed25519_dalek::pkcs8::ALGORITHM_OID {
+            Signer::Ed25519(
+                ed25519_dalek::SigningKey::from_pkcs8_der(&der)
+                    .map_err(|e| KeyError::BadPrivatePem(e.to_string()))?,
+            )
+        } else if oid == rsa::pkcs1::ALGORITHM_OID {
+            Signer::Rsa(
+                rsa::RsaPrivateKey::from_pkcs8_der(&der)
+                    .map_err(|e| KeyError::BadPrivatePem(e.to_string()))?,
+            )
+        } else if oid == elliptic_curve_oid() {
+            if let Ok(k) = p256::ecdsa::SigningKey::from_pkcs8_der(&der) {
+                Signer::P256(k)
+            } else {
+                Signer::P384(
+                    p384::ecdsa::SigningKey::from_pkcs8_der(&der).map_err(|_| {
+                        KeyError::UnsupportedAlgorithm(
+                            "ecdsa on a curve other than P-256/P-384".into(),
+                        )
+                    })?,
+                )
+            }
+        } else {
+            return Err(KeyError::UnsupportedAlgorithm(oid.to_string()));
+        };
+        Ok(PrivateKey::from_signer(signer))
+    }
+
+    fn from_signer(signer: Signer) -> PrivateKey {
+        let verifier = match &signer {
+            Signer::Ed25519(k) => Verifier::Ed25519(k.verifying_key()),
+            Signer::Rsa(k) => Verifier::Rsa(k.to_public_key()),
+            Signer::P256(k) => Verifier::P256(*k.verifying_key()),
+            Signer::P384(k) => Verifier::P384(*k.verifying_key()),
+        };
+        PrivateKey {
+            signer,
+            public: PublicKey::from_verifier(verifier),
+        }
+    }
+
+    pub fn public(&self) -> &PublicKey {
+        &self.public
+    }
+
+    /// Signs `msg` as securesystemslib's `CryptoSigner` does: Ed25519 raw,
+    /// RSA-PSS with SHA-256 and a 32-byte salt, ECDSA with a DER signature.
+    pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
+        use signature::{RandomizedSigner, SignatureEncoding, Signer as _};
+        Ok(match &self.signer {
+            Signer::Ed25519(k) => k.sign(msg).to_bytes().to_vec(),
+            Signer::Rsa(k) => {
+                let sk = rsa::pss::SigningKey::<Sha256>::new(k.clone());
+                sk.try_sign_with_rng(&mut OsRng, msg)
+                    .map_err(|e| KeyError::Signing(e.to_string()))?
+                    .to_vec()
+            }
+            Signer::P256(k) => {
+                let s: p256::ecdsa::Signature = k.sign(msg);
+                s.to_der().to_vec()
+            }
+            Signer::P384(k) => {
+                let s: p384::ecdsa::Signature = k.sign(msg);
+                s.to_der().to_vec()
+            }
+        })
+    }
+
+    /// PKCS#8 PEM, encrypted (PBES2: PBKDF2-SHA256, AES-256-CBC) when a password is given.
+    pub fn to_pkcs8_pem(&self, password: Option<&str>) -> Result<String, KeyError> {
+        let doc = match &self.signer {
+            Signer::Ed25519(k) => k.to_pkcs8_der(),
+            Signer::Rsa(k) => k.to_pkcs8_der(),
+            Signer::P256(k) => k.to_pkcs8_der(),
+            Signer::P384(k) => k.to_pkcs8_der(),
+        }
+        .map_err(|e| KeyError::Signing(e.to_string()))?;
+        let pem = match password {
+            None => doc.to_pem("PRIVATE KEY", LineEnding::LF),
+            Some(pw) => {
+                let mut salt = [0u8; 16];
+                let mut iv = [0u8; 16];
+                rand_core::RngCore::fill_bytes(&mut OsRng, &mut salt);
+                rand_core::RngCore::fill_bytes(&mut OsRng, &mut iv);
+                let params = pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(
+                    600_000, &salt, &iv,
+                )
+                .map_err(|e| KeyError::Signing(e.to_string()))?;
+                let info = pkcs8::PrivateKeyInfo::try_from(doc.as_bytes())
+                    .map_err(|e| KeyError::Signing(e.to_string()))?;
+                info.encrypt_with_params(params, pw)
+                    .map_err(|e| KeyError::Signing(e.to_string()))?
+                    .to_pem("ENCRYPTED PRIVATE KEY", LineEnding::LF)
+            }
+        };
+        pem.map(|p| p.to_string())
+            .map_err(|e| KeyError::Signing(e.to_string()))
+    }
+}
+
+/// Generates a new key of the given type (RSA: 3072 bits, as in-toto's docs use).
+pub fn generate(keytype: KeyType, ecdsa_p384: bool) -> Result<PrivateKey, KeyError> {
+    let signer = match keytype {
+        KeyType::Ed25519 => Signer::Ed25519(ed25519_dalek::SigningKey::generate(&mut OsRng)),
+        KeyType::Rsa => Signer::Rsa(
+            rsa::RsaPrivateKey::new(&mut OsRng, 3072).map_err(|e| KeyError::Signing(e.to_string()))?,
+        ),
+        KeyType::Ecdsa if ecdsa_p384 => Signer::P384(p384::ecdsa::SigningKey::random(&mut OsRng)),
+        KeyType::Ecdsa => Signer::P256(p256::ecdsa::SigningKey::random(&mut OsRng)),
+    };
+    Ok(PrivateKey::from_signer(signer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_verify_roundtrip_every_type() {
+        for (kt, p384) in [
+            (KeyType::Ed25519, false),
+            (KeyType::Ecdsa, false),
+            (KeyType::Ecdsa, true),
+        ] {
+            let k = generate(kt, p384).unwrap();
+            let sig = k.sign(b"hello").unwrap();
+            k.public().verify(b"hello", &sig).unwrap();
+            assert!(k.public().verify(b"hellp", &sig).is_err());
+            let pem = k.public().to_pem();
+            let again = PublicKey::from_pem(&pem).unwrap();
+            assert_eq!(again.keyid(), k.public().keyid());
+            let dict = k.public().to_dict();
+            let from_dict =
+                PublicKey::from_dict(dict.as_object().unwrap(), Some(k.public().keyid().as_str()))
+                    .unwrap();
+            assert_eq!(from_dict.keyid(), k.public().keyid());
+        }
+    }
+
+    #[test]
+    fn claimed_keyid_must_match() {
+        let k = generate(KeyType::Ed25519, false).unwrap();
+        let dict = k.public().to_dict();
+        let err = PublicKey::from_dict(dict.as_object().unwrap(), Some("00ff")).unwrap_err();
+        assert!(matches!(err, KeyError::KeyIdMismatch { .. }));
+    }
+
+    #[test]
+    fn encrypted_pkcs8_roundtrip() {
+        let k = generate(KeyType::Ed25519, false).unwrap();
+        let pem = k.to_pkcs8_pem(Some("pw")).unwrap();
+        assert!(matches!(PrivateKey::from_pem(&pem, None), Err(KeyError::PasswordNeeded)));
+        assert!(matches!(
+            PrivateKey::from_pem(&pem, Some("nope")),
+            Err(KeyError::WrongPassword)
+        ));
+        let back = PrivateKey::from_pem(&pem, Some("pw")).unwrap();
+        assert_eq!(back.public().keyid(), k.public().keyid());
+    }
+}

@@ -1,0 +1,278 @@
+//! Strict JSON input and Python-compatible JSON output.
+//!
+//! Input: metadata files are untrusted, so [`parse_strict`] caps their size and
+//! nesting depth and refuses duplicate object keys (Python's `json` silently keeps
+//! the last one, which lets two readers of one file see different documents).
+//!
+//! Output: the reference implementation writes metadata with Python's
+//! `json.dumps(..., sort_keys=True)` (ASCII-escaped, keys sorted by code point).
+//! [`to_python_json`] reproduces those bytes so files either side writes are equal.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+/// Caps applied to every metadata document before it is parsed.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonLimits {
+    /// Largest accepted document. Links for large trees reach a few MiB
+    /// (20,000 artifacts is about 2.5 MiB); 64 MiB stops memory exhaustion.
+    pub max_bytes: usize,
+    /// Deepest accepted nesting. in-toto metadata nests at most ~6 levels
+    /// (plus opaque `byproducts`/`environment`); 64 stops stack exhaustion.
+    pub max_depth: usize,
+}
+
+impl Default for JsonLimits {
+    fn default() -> Self {
+        JsonLimits {
+            max_bytes: 64 << 20,
+            max_depth: 64,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JsonError {
+    #[error("document is {size} bytes, over the {limit}-byte limit")]
+    TooLarge { size: usize, limit: usize },
+    #[error("{0}")]
+    Syntax(String),
+}
+
+/// Parses untrusted JSON, refusing duplicate keys, excessive nesting and size.
+pub fn parse_strict(bytes: &[u8], limits: JsonLimits) -> Result<Value, JsonError> {
+    if bytes.len() > limits.max_bytes {
+        return Err(JsonError::TooLarge {
+            size: bytes.len(),
+            limit: limits.max_bytes,
+        });
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = StrictSeed {
+        depth_left: limits.max_depth,
+    }
+    .deserialize(&mut de)
+    .map_err(|e| JsonError::Syntax(e.to_string()))?;
+    de.end().map_err(|e| JsonError::Syntax(e.to_string()))?;
+    Ok(value)
+}
+
+struct StrictSeed {
+    depth_left: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for StrictSeed {
+    type Value = Value;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl StrictSeed {
+    fn nested<E: de::Error>(&self) -> Result<StrictSeed, E> {
+        match self.depth_left.checked_sub(1) {
+            Some(depth_left) => Ok(StrictSeed { depth_left }),
+            None => Err(E::custom("nesting deeper than the limit")),
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for StrictSeed {
+    type Value = Value;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("non-finite number"))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(self.nested()?)? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(self.nested()?)?;
+            if out.insert(key.clone(), value).is_some() {
+                return Err(de::Error::custom(format!("duplicate key {key:?}")));
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// The separators and indentation of a Python `json.dumps` call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PyStyle {
+    /// `json.dumps(v, indent=1, separators=(",", ": "), sort_keys=True)`:
+    /// how the reference writes Metablock files.
+    Indent1,
+    /// `json.dumps(v, sort_keys=True)`: DSSE envelopes and their payloads.
+    Default,
+    /// `separators=(",", ":")`: the reference's `compact_json`.
+    Compact,
+}
+
+/// Serialises `value` exactly as Python's `json.dumps` with `sort_keys=True`
+/// and the given style (ASCII-only output, `\uXXXX` escapes).
+pub fn to_python_json(value: &Value, style: PyStyle) -> String {
+    let mut out = String::new();
+    write_py(value, style, 0, &mut out);
+    out
+}
+
+fn write_py(value: &Value, style: PyStyle, depth: usize, out: &mut String) {
+    let (item_sep, key_sep) = match style {
+        PyStyle::Indent1 => (",", ": "),
+        PyStyle::Default => (", ", ": "),
+        PyStyle::Compact => (",", ":"),
+    };
+    let newline = |out: &mut String, depth: usize| {
+        if style == PyStyle::Indent1 {
+            out.push('\n');
+            out.extend(std::iter::repeat_n(' ', depth));
+        }
+    };
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::String(s) => write_py_str(s, out),
+        Value::Array(items) => {
+            if items.is_empty() {
+                out.push_str("[]");
+                return;
+            }
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(item_sep);
+                }
+                newline(out, depth + 1);
+                write_py(item, style, depth + 1, out);
+            }
+            newline(out, depth);
+            out.push(']');
+        }
+        Value::Object(map) => {
+            if map.is_empty() {
+                out.push_str("{}");
+                return;
+            }
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push_str(item_sep);
+                }
+                newline(out, depth + 1);
+                write_py_str(k, out);
+                out.push_str(key_sep);
+                write_py(v, style, depth + 1, out);
+            }
+            newline(out, depth);
+            out.push('}');
+        }
+    }
+}
+
+/// Python's `json` ASCII encoder: escapes `"`, `\`, the short control escapes,
+/// and every character outside `' '..='~'` as `\uXXXX` (UTF-16 surrogate pairs
+/// above U+FFFF).
+fn write_py_str(s: &str, out: &mut String) {
+    use std::fmt::Write;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            ' '..='~' => out.push(c),
+            _ => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
+            }
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        let err = parse_strict(br#"{"a":1,"a":2}"#, JsonLimits::default()).unwrap_err();
+        assert!(err.to_string().contains("duplicate key \"a\""), "{err}");
+    }
+
+    #[test]
+    fn depth_is_capped() {
+        let deep = "[".repeat(70) + &"]".repeat(70);
+        assert!(parse_strict(deep.as_bytes(), JsonLimits::default()).is_err());
+        let ok = "[".repeat(60) + &"]".repeat(60);
+        assert!(parse_strict(ok.as_bytes(), JsonLimits::default()).is_ok());
+    }
+
+    #[test]
+    fn size_is_capped() {
+        let limits = JsonLimits {
+            max_bytes: 4,
+            max_depth: 8,
+        };
+        assert!(matches!(
+            parse_strict(b"[1,2,3]", limits),
+            Err(JsonError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn python_indent1_layout() {
+        let v = json!({"b": [1, {"x": []}], "a": {}, "c": "é\u{1F600}\u{7f}\n"});
+        assert_eq!(
+            to_python_json(&v, PyStyle::Indent1),
+            "{\n \"a\": {},\n \"b\": [\n  1,\n  {\n   \"x\": []\n  }\n ],\n \"c\": \"\\u00e9\\ud83d\\ude00\\u007f\\n\"\n}"
+        );
+        assert_eq!(
+            to_python_json(&v, PyStyle::Default),
+            "{\"a\": {}, \"b\": [1, {\"x\": []}], \"c\": \"\\u00e9\\ud83d\\ude00\\u007f\\n\"}"
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! totogate: refuse to install a package unless its in-toto supply chain checks out.
+//!
+//! Spec coverage: in-toto v0.9 metadata (layouts, links, Metablock and DSSE
+//! envelopes), byte-compatible with the reference implementation (PyPI
+//! `in-toto` 3.1.0). Not supported yet: GPG keys and signatures, in-toto
+//! attestations (ITE-6 statements), the `ostree:` and `dir:` artifact resolvers.
+#![forbid(unsafe_code)]
+
+pub mod cjson;
+pub mod digest;
+pub mod crypto;
+pub mod json;
+pub mod model;
+pub mod record;
+pub mod verify;

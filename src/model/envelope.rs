@@ -1,0 +1,311 @@
+//! The two signature envelopes: the classic Metablock (`signed` +
+//! `signatures`, signatures over canonical JSON) and DSSE (signatures over
+//! PAE(payloadType, payload)).
+
+use base64::Engine;
+use serde_json::{json, Map, Value};
+
+use super::{err, is_hex, FormatError, Layout, Link, Problem};
+use crate::cjson;
+use crate::crypto::{KeyError, PrivateKey, PublicKey};
+use crate::json::{parse_strict, to_python_json, JsonLimits, PyStyle};
+
+pub const DSSE_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvelopeKind {
+    Metablock,
+    Dsse,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    Link(Link),
+    Layout(Layout),
+}
+
+impl Payload {
+    pub fn to_value(&self) -> Value {
+        match self {
+            Payload::Link(l) => l.to_value(),
+            Payload::Layout(l) => l.to_value(),
+        }
+    }
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Payload::Link(_) => "link",
+            Payload::Layout(_) => "layout",
+        }
+    }
+}
+
+/// One signature as found in the envelope. `keyid` is only a hint for which
+/// key to try: a signature counts only once it verifies under a trusted key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signature {
+    pub keyid: String,
+    pub sig: Vec<u8>,
+    /// Unrecognised fields (GPG signatures carry `signature`/`other_headers`).
+    pub extra: Map<String, Value>,
+}
+
+/// Signed metadata: an unverified payload, its signatures, and the exact
+/// bytes those signatures must cover.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    kind: EnvelopeKind,
+    payload: Payload,
+    signatures: Vec<Signature>,
+    /// Canonical JSON of the payload (Metablock) or PAE(type, payload) (DSSE).
+    signed_bytes: Vec<u8>,
+    /// DSSE only: the payload bytes as carried.
+    dsse_payload: Vec<u8>,
+}
+
+fn b64_decode(s: &str) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+    STANDARD.decode(s).or_else(|_| URL_SAFE.decode(s)).ok()
+}
+
+fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "DSSEv1 {} {} {} ",
+        payload_type.len(),
+        payload_type,
+        payload.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(payload);
+    out
+}
+
+fn payload_from_value(v: &Value, path: &str) -> Result<Payload, FormatError> {
+    match v.get("_type") {
+        Some(Value::String(t)) if t == "link" => Ok(Payload::Link(Link::from_value(v, path)?)),
+        Some(Value::String(t)) if t == "layout" => Ok(Payload::Layout(Layout::from_value(v, path)?)),
+        Some(Value::String(t)) => Err(err(
+            format!("{path}._type"),
+            Problem::WrongKind {
+                found: t.clone(),
+                expected: "link\" or \"layout",
+            },
+        )),
+        _ => Err(err(format!("{path}._type"), Problem::Missing)),
+    }
+}
+
+impl Envelope {
+    /// Parses an envelope file. Nothing here is trusted: see `verify`.
+    pub fn parse(bytes: &[u8], limits: JsonLimits) -> Result<Envelope, FormatError> {
+        let doc = parse_strict(bytes, limits)
+            .map_err(|e| err("(document)", Problem::BadPayload(e.to_string())))?;
+        let Value::Object(top) = &doc else {
+            return Err(err("(document)", Problem::WrongType("an object")));
+        };
+        if top.contains_key("payload") {
+            if top.get("payloadType").and_then(Value::as_str) != Some(DSSE_PAYLOAD_TYPE) {
+                return Err(err("payloadType", Problem::UnknownEnvelope));
+            }
+            let payload_b64 = top
+                .get("payload")
+                .and_then(Value::as_str)
+                .ok_or_else(|| err("payload", Problem::WrongType("a base64 string")))?;
+            let dsse_payload = b64_decode(payload_b64).ok_or_else(|| err("payload", Problem::BadBase64))?;
+            let inner = parse_strict(&dsse_payload, limits)
+                .map_err(|e| err("payload", Problem::BadPayload(e.to_string())))?;
+            let payload = payload_from_value(&inner, "payload")?;
+            let mut signatures: Vec<Signature> = Vec::new();
+            let sigs = match top.get("signatures") {
+                Some(Value::Array(s)) => s,
+                _ => return Err(err("signatures", Problem::WrongType("a list"))),
+            };
+            for (i, s) in sigs.iter().enumerate() {
+                let at = format!("signatures[{i}]");
+                let sig = parse_signature(s, &at, |v| b64_decode(v).ok_or(Problem::BadBase64))?;
+                if signatures.iter().any(|x| x.keyid == sig.keyid) {
+                    return Err(err(at, Problem::DuplicateSignature(sig.keyid)));
+                }
+                signatures.push(sig);
+            }
+            Ok(Envelope {
+                kind: EnvelopeKind::Dsse,
+                signed_bytes: pae(DSSE_PAYLOAD_TYPE, &dsse_payload),
+                payload,
+                signatures,
+                dsse_payload,
+            })
+        } else if let Some(signed) = top.get("signed") {
+            let payload = payload_from_value(signed, "signed")?;
+            let signatures = match top.get("signatures") {
+                None => Vec::new(),
+                Some(Value::Array(s)) => s
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        parse_signature(s, &format!("signatures[{i}]"), |v| {
+                            if is_hex(v) || v.is_empty() {
+                                hex::decode(v).map_err(|_| Problem::NotHex(v.into()))
+                            } else {
+                                Err(Problem::NotHex(v.into()))
+                            }
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+                Some(_) => return Err(err("signatures", Problem::WrongType("a list"))),
+            };
+            Ok(Envelope::assemble(EnvelopeKind::Metablock, payload, signatures))
+        } else {
+            Err(err("(document)", Problem::UnknownEnvelope))
+        }
+    }
+
+    fn assemble(kind: EnvelopeKind, payload: Payload, signatures: Vec<Signature>) -> Envelope {
+        let value = payload.to_value();
+        let (signed_bytes, dsse_payload) = match kind {
+            // A payload built from typed values has no floats, so encoding cannot fail.
+            EnvelopeKind::Metablock => (cjson::encode(&value).unwrap_or_default(), Vec::new()),
+            EnvelopeKind::Dsse => {
+                let p = to_python_json(&value, PyStyle::Default).into_bytes();
+                (pae(DSSE_PAYLOAD_TYPE, &p), p)
+            }
+        };
+        Envelope {
+            kind,
+            payload,
+            signatures,
+            signed_bytes,
+            dsse_payload,
+        }
+    }
+
+    /// A new, unsigned envelope around `payload`, serialised as the reference does.
+    pub fn new(kind: EnvelopeKind, payload: Payload) -> Envelope {
+        Envelope::assemble(kind, payload, Vec::new())
+    }
+
+    pub fn kind(&self) -> EnvelopeKind {
+        self.kind
+    }
+    /// The payload, not yet verified.
+    pub fn payload(&self) -> &Payload {
+        &self.payload
+    }
+    pub fn signatures(&self) -> &[Signature] {
+        &self.signatures
+    }
+    pub fn signed_bytes(&self) -> &[u8] {
+        &self.signed_bytes
+    }
+
+    /// Drops every signature (as `in-toto-sign` does unless `--append`).
+    pub fn clear_signatures(&mut self) {
+        self.signatures.clear();
+    }
+
+    /// Adds a signature by `key` over the signed bytes. DSSE keeps one
+    /// signature per key id (a re-sign replaces), as securesystemslib does.
+    pub fn sign(&mut self, key: &PrivateKey) -> Result<&Signature, KeyError> {
+        let sig = key.sign(&self.signed_bytes)?;
+        let keyid = key.public().keyid().as_str().to_owned();
+        if self.kind == EnvelopeKind::Dsse {
+            self.signatures.retain(|s| s.keyid != keyid);
+        }
+        self.signatures.push(Signature {
+            keyid,
+            sig,
+            extra: Map::new(),
+        });
+        Ok(self.signatures.last().expect("just pushed"))
+    }
+
+    /// Checks the signature `key` made, the way the reference picks it:
+    /// Metablock: the first signature whose keyid is the key's; DSSE: any
+    /// signature with that keyid (there is at most one).
+    pub fn check_signature(&self, key: &PublicKey) -> Result<(), SignatureProblem> {
+        let Some(sig) = self
+            .signatures
+            .iter()
+            .find(|s| s.keyid == key.keyid().as_str())
+        else {
+            return Err(SignatureProblem::Missing);
+        };
+        if sig.sig.is_empty() && sig.extra.contains_key("other_headers") {
+            return Err(SignatureProblem::GpgUnsupported);
+        }
+        key.verify(&self.signed_bytes, &sig.sig)
+            .map_err(|_| SignatureProblem::Invalid)
+    }
+
+    /// The file as the reference writes it (no trailing newline).
+    pub fn to_file_bytes(&self) -> Vec<u8> {
+        match self.kind {
+            EnvelopeKind::Metablock => {
+                let sigs: Vec<Value> = self
+                    .signatures
+                    .iter()
+                    .map(|s| {
+                        let mut m = s.extra.clone();
+                        m.insert("keyid".into(), json!(s.keyid));
+                        m.insert("sig".into(), json!(hex::encode(&s.sig)));
+                        Value::Object(m)
+                    })
+                    .collect();
+                let doc = json!({"signatures": sigs, "signed": self.payload.to_value()});
+                to_python_json(&doc, PyStyle::Indent1).into_bytes()
+            }
+            EnvelopeKind::Dsse => {
+                use base64::engine::general_purpose::STANDARD;
+                let sigs: Vec<Value> = self
+                    .signatures
+                    .iter()
+                    .map(|s| {
+                        let mut m = s.extra.clone();
+                        m.insert("keyid".into(), json!(s.keyid));
+                        m.insert("sig".into(), json!(STANDARD.encode(&s.sig)));
+                        Value::Object(m)
+                    })
+                    .collect();
+                let doc = json!({
+                    "payload": STANDARD.encode(&self.dsse_payload),
+                    "payloadType": DSSE_PAYLOAD_TYPE,
+                    "signatures": sigs,
+                });
+                to_python_json(&doc, PyStyle::Default).into_bytes()
+            }
+        }
+    }
+}
+
+/// Why a key's signature on an envelope does not count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureProblem {
+    #[error("no signature by this key")]
+    Missing,
+    #[error("signature does not verify")]
+    Invalid,
+    #[error("GPG signatures are not supported yet")]
+    GpgUnsupported,
+}
+
+fn parse_signature(
+    v: &Value,
+    at: &str,
+    decode: impl Fn(&str) -> Result<Vec<u8>, Problem>,
+) -> Result<Signature, FormatError> {
+    let Value::Object(m) = v else {
+        return Err(err(at, Problem::WrongType("a signature object")));
+    };
+    let keyid = match m.get("keyid") {
+        Some(Value::String(k)) => k.clone(),
+        _ => return Err(err(format!("{at}.keyid"), Problem::WrongType("a string"))),
+    };
+    let mut extra = m.clone();
+    extra.remove("keyid");
+    let sig = match extra.remove("sig") {
+        Some(Value::String(s)) => decode(&s).map_err(|p| err(format!("{at}.sig"), p))?,
+        // GPG signature dicts have `signature` + `other_headers` instead of `sig`.
+        None if m.contains_key("signature") && m.contains_key("other_headers") => Vec::new(),
+        _ => return Err(err(format!("{at}.sig"), Problem::WrongType("a string"))),
+    };
+    Ok(Signature { keyid, sig, extra })
+}

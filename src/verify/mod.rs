@@ -1,0 +1,605 @@
+//! The trust boundary: untrusted envelopes in, `Verified*` values out.
+//!
+//! Implements the reference's `in_toto_verify` workflow (in-toto 3.1.0
+//! `verifylib.py`) in its order: layout signatures (every trusted key must
+//! have signed), expiry, parameter substitution, links per step
+//! (`<step>.<keyid8>.link` for each authorised key), link signatures and
+//! thresholds (distinct keys), sublayouts (recursively, links in
+//! `<step>.<keyid8>/`), command alignment (a warning), threshold agreement,
+//! step rules, inspections, inspection rules.
+
+pub mod fnmatch;
+pub mod rules;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::crypto::{KeyId, PublicKey};
+use crate::digest::{self, RecordOptions};
+use crate::json::JsonLimits;
+use crate::model::{
+    ArtifactRule, Envelope, FormatError, Inspection, Layout, Link, Payload, SignatureProblem,
+};
+use crate::record::{self, RecordError};
+use rules::{RuleFailure, Side};
+
+/// A layout whose signatures were checked against keys the caller trusts and
+/// which has not expired. Only this module can make one.
+#[derive(Debug, Clone)]
+pub struct VerifiedLayout {
+    layout: Layout,
+    signed_by: Vec<KeyId>,
+}
+
+impl VerifiedLayout {
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+    pub fn signed_by(&self) -> &[KeyId] {
+        &self.signed_by
+    }
+}
+
+/// A link whose signature was checked against a key the layout authorises
+/// for its step (or the summary of a verified sublayout).
+#[derive(Debug, Clone)]
+pub struct VerifiedLink {
+    link: Link,
+    keyid: KeyId,
+}
+
+impl VerifiedLink {
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+    pub fn keyid(&self) -> &KeyId {
+        &self.keyid
+    }
+}
+
+/// Whether layout expiry is enforced. Ignoring it is for forensics only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    Enforce,
+    IgnoreUnsafe,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("no layout verification key given: pass at least one with --verification-keys")]
+    NoLayoutKeys,
+    #[error("layout is not signed by key {keyid} ({problem})")]
+    LayoutSignature { keyid: KeyId, problem: SignatureProblem },
+    #[error("{path}: expected a layout, found a {found}")]
+    NotALayout { path: PathBuf, found: &'static str },
+    #[error("layout expired {expires} (now {now})")]
+    Expired { expires: String, now: String },
+    #[error("{path}: {source}")]
+    Format { path: PathBuf, source: FormatError },
+    #[error("{path}: cannot read: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: is a symlink; link files must be regular files in the link directory")]
+    SymlinkedLink { path: PathBuf },
+    #[error("step name {name:?} cannot name a file (it contains '/', is '.' or '..', or has a NUL)")]
+    BadStepName { name: String },
+    #[error("step `{step}`: needs {threshold} link(s) signed by distinct authorised keys, found {found}{}", ignored_suffix(.ignored))]
+    Threshold {
+        step: String,
+        threshold: i64,
+        found: usize,
+        ignored: Vec<IgnoredLink>,
+    },
+    #[error("step `{step}`: links {first} and {other} report different materials or products")]
+    Disagree { step: String, first: String, other: String },
+    #[error("{0}")]
+    Rule(#[from] RuleFailure),
+    #[error("inspection `{name}`: {source}")]
+    Inspection { name: String, source: RecordError },
+    #[error("inspection `{name}`: command {run:?} exited with {code}")]
+    InspectionFailed { name: String, run: Vec<String>, code: i32 },
+    #[error("inspection `{name}` has no command to run")]
+    InspectionEmpty { name: String },
+    #[error("step `{step}`: sublayout nesting deeper than {limit}")]
+    SublayoutTooDeep { step: String, limit: usize },
+    #[error("step `{step}`, sublayout signed by {keyid}: {source}")]
+    Sublayout {
+        step: String,
+        keyid: KeyId,
+        source: Box<VerifyError>,
+    },
+    #[error("parameter substitution: {0}")]
+    Substitution(String),
+}
+
+fn ignored_suffix(ignored: &[IgnoredLink]) -> String {
+    if ignored.is_empty() {
+        String::new()
+    } else {
+        let v: Vec<String> = ignored.iter().map(|i| i.to_string()).collect();
+        format!(" (ignored: {})", v.join("; "))
+    }
+}
+
+/// A link file that was present but did not count, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IgnoredLink {
+    pub file: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for IgnoredLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}: {}", self.file, self.reason)
+    }
+}
+
+/// Something worth saying that does not fail verification.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Warning {
+    CommandMismatch {
+        step: String,
+        expected: Vec<String>,
+        ran: Vec<String>,
+    },
+    IgnoredLink(IgnoredLink),
+    /// The rules do not end in `DISALLOW *`, so artifacts they do not name pass unchecked.
+    OpenRules { item: String, field: &'static str },
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Warning::CommandMismatch { step, expected, ran } => write!(
+                f,
+                "step `{step}`: ran {ran:?}, layout expects {expected:?} (a warning, as in-toto)"
+            ),
+            Warning::IgnoredLink(i) => write!(f, "ignored link {i}"),
+            Warning::OpenRules { item, field } => write!(
+                f,
+                "`{item}` {field} do not end in DISALLOW *: artifacts the rules do not name pass unchecked"
+            ),
+        }
+    }
+}
+
+/// Everything the caller decides about a verification run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub link_dir: PathBuf,
+    /// Where inspections run and whose contents they record.
+    pub inspection_dir: PathBuf,
+    pub inspection_timeout: Duration,
+    /// `{name}` substitution in rules, commands and inspections; `None`: none at all.
+    pub params: Option<BTreeMap<String, String>>,
+    pub expiry: Expiry,
+    pub now: OffsetDateTime,
+    pub limits: JsonLimits,
+    pub max_sublayout_depth: usize,
+}
+
+impl Options {
+    pub fn new(link_dir: impl Into<PathBuf>) -> Options {
+        Options {
+            link_dir: link_dir.into(),
+            inspection_dir: PathBuf::from("."),
+            inspection_timeout: Duration::from_secs(10),
+            params: None,
+            expiry: Expiry::Enforce,
+            now: OffsetDateTime::now_utc(),
+            limits: JsonLimits::default(),
+            // Deeper than any real supply chain; stops a sublayout that
+            // points at itself through a symlinked link directory.
+            max_sublayout_depth: 8,
+        }
+    }
+}
+
+/// The result of a passing verification.
+#[derive(Debug)]
+pub struct Outcome {
+    pub layout: VerifiedLayout,
+    /// The reduced link of each step, by step name.
+    pub steps: BTreeMap<String, VerifiedLink>,
+    pub warnings: Vec<Warning>,
+}
+
+/// Checks a layout envelope against `trusted` keys: every one must have
+/// signed it; then its expiry. The only constructor of `VerifiedLayout`.
+pub fn verify_layout(
+    env: &Envelope,
+    path: &Path,
+    trusted: &[PublicKey],
+    expiry: Expiry,
+    now: OffsetDateTime,
+) -> Result<VerifiedLayout, VerifyError> {
+    if trusted.is_empty() {
+        return Err(VerifyError::NoLayoutKeys);
+    }
+    let mut signed_by = Vec::new();
+    for key in trusted {
+        if signed_by.contains(key.keyid()) {
+            continue;
+        }
+        env.check_signature(key)
+            .map_err(|problem| VerifyError::LayoutSignature {
+                keyid: key.keyid().clone(),
+                problem,
+            })?;
+        signed_by.push(key.keyid().clone());
+    }
+    let Payload::Layout(layout) = env.payload() else {
+        return Err(VerifyError::NotALayout {
+            path: path.to_path_buf(),
+            found: env.payload().kind_name(),
+        });
+    };
+    if expiry == Expiry::Enforce && layout.expires_at() <= now {
+        return Err(VerifyError::Expired {
+            expires: layout.expires.clone(),
+            now: crate::model::format_expiry(now),
+        });
+    }
+    Ok(VerifiedLayout {
+        layout: layout.clone(),
+        signed_by,
+    })
+}
+
+/// Reads and parses a metadata file (size-capped).
+pub fn load(path: &Path, limits: JsonLimits) -> Result<Envelope, VerifyError> {
+    let bytes = read_capped(path, limits.max_bytes)?;
+    Envelope::parse(&bytes, limits).map_err(|source| VerifyError::Format {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_capped(path: &Path, cap: usize) -> Result<Vec<u8>, VerifyError> {
+    use std::io::Read;
+    let io = |source| VerifyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let f = std::fs::File::open(path).map_err(io)?;
+    let mut out = Vec::new();
+    f.take(cap as u64 + 1).read_to_end(&mut out).map_err(io)?;
+    Ok(out)
+}
+
+/// Full verification of a root layout file.
+pub fn verify_root(
+    layout_path: &Path,
+    trusted: &[PublicKey],
+    opts: &Options,
+) -> Result<Outcome, VerifyError> {
+    let env = load(layout_path, opts.limits)?;
+    let layout = verify_layout(&env, layout_path, trusted, opts.expiry, opts.now)?;
+    let mut warnings = Vec::new();
+    let steps = verify_chain(&layout, &opts.link_dir, opts, 0, &mut warnings)?;
+    Ok(Outcome {
+        layout,
+        steps,
+        warnings,
+    })
+}
+
+fn check_step_name(name: &str) -> Result<(), VerifyError> {
+    if name.contains('/') || name == "." || name == ".." || name.contains('\0') {
+        return Err(VerifyError::BadStepName { name: name.into() });
+    }
+    Ok(())
+}
+
+fn short(keyid: &str) -> &str {
+    &keyid[..keyid.len().min(8)]
+}
+
+/// Steps 4–13 of the workflow for one (sub)layout; returns the reduced links.
+fn verify_chain(
+    verified: &VerifiedLayout,
+    link_dir: &Path,
+    opts: &Options,
+    depth: usize,
+    warnings: &mut Vec<Warning>,
+) -> Result<BTreeMap<String, VerifiedLink>, VerifyError> {
+    let layout = match &opts.params {
+        Some(params) => substitute(&verified.layout, params)?,
+        None => verified.layout.clone(),
+    };
+    for item in layout
+        .steps
+        .iter()
+        .map(|s| (&s.name, &s.expected_materials, &s.expected_products))
+        .chain(
+            layout
+                .inspect
+                .iter()
+                .map(|i| (&i.name, &i.expected_materials, &i.expected_products)),
+        )
+    {
+        for (rules, field) in [(item.1, "expected_materials"), (item.2, "expected_products")] {
+            if !rules::ends_with_disallow_all(rules) {
+                warnings.push(Warning::OpenRules {
+                    item: item.0.clone(),
+                    field,
+                });
+            }
+        }
+    }
+
+    // Links, signatures, sublayouts, thresholds.
+    let mut reduced: BTreeMap<String, VerifiedLink> = BTreeMap::new();
+    for step in &layout.steps {
+        check_step_name(&step.name)?;
+        let mut verified_links: Vec<VerifiedLink> = Vec::new();
+        let mut ignored: Vec<IgnoredLink> = Vec::new();
+        let mut seen = BTreeSet::new();
+        for keyid in &step.pubkeys {
+            if !seen.insert(keyid.clone()) {
+                continue;
+            }
+            let file = format!("{}.{}.link", step.name, short(keyid));
+            let path = link_dir.join(&file);
+            match std::fs::symlink_metadata(&path) {
+                Err(_) => continue, // missing: the threshold check speaks for it
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(VerifyError::SymlinkedLink { path })
+                }
+                Ok(_) => {}
+            }
+            let env = load(&path, opts.limits)?;
+            let Some(key) = layout.keys.get(keyid) else {
+                ignored.push(IgnoredLink {
+                    file,
+                    reason: format!("key {keyid} is listed for the step but not in the layout's keys"),
+                });
+                continue;
+            };
+            if let Err(problem) = env.check_signature(key) {
+                ignored.push(IgnoredLink {
+                    file,
+                    reason: format!("signature by authorised key {}: {problem}", short(keyid)),
+                });
+                continue;
+            }
+            let link = match env.payload() {
+                Payload::Link(l) => l.clone(),
+                Payload::Layout(sub) => {
+                    if depth + 1 > opts.max_sublayout_depth {
+                        return Err(VerifyError::SublayoutTooDeep {
+                            step: step.name.clone(),
+                            limit: opts.max_sublayout_depth,
+                        });
+                    }
+                    let wrap = |source| VerifyError::Sublayout {
+                        step: step.name.clone(),
+                        keyid: key.keyid().clone(),
+                        source: Box::new(source),
+                    };
+                    if opts.expiry == Expiry::Enforce && sub.expires_at() <= opts.now {
+                        return Err(wrap(VerifyError::Expired {
+                            expires: sub.expires.clone(),
+                            now: crate::model::format_expiry(opts.now),
+                        }));
+                    }
+                    let sub_verified = VerifiedLayout {
+                        layout: sub.clone(),
+                        signed_by: vec![key.keyid().clone()],
+                    };
+                    let sub_dir = link_dir.join(format!("{}.{}", step.name, short(keyid)));
+                    let sub_links = verify_chain(&sub_verified, &sub_dir, opts, depth + 1, warnings)
+                        .map_err(wrap)?;
+                    summary_link(&step.name, &sub_verified.layout, &sub_links)
+                }
+            };
+            verified_links.push(VerifiedLink {
+                link,
+                keyid: key.keyid().clone(),
+            });
+        }
+        for i in &ignored {
+            warnings.push(Warning::IgnoredLink(i.clone()));
+        }
+        let distinct: BTreeSet<&KeyId> = verified_links.iter().map(|l| &l.keyid).collect();
+        let needed = step.threshold.max(1);
+        if (distinct.len() as i64) < needed {
+            return Err(VerifyError::Threshold {
+                step: step.name.clone(),
+                threshold: needed,
+                found: distinct.len(),
+                ignored,
+            });
+        }
+        for l in &verified_links {
+            if l.link.command != step.expected_command {
+                warnings.push(Warning::CommandMismatch {
+                    step: step.name.clone(),
+                    expected: step.expected_command.clone(),
+                    ran: l.link.command.clone(),
+                });
+            }
+        }
+        let first = verified_links.remove(0);
+        if step.threshold > 1 {
+            for other in &verified_links {
+                if other.link.materials != first.link.materials
+                    || other.link.products != first.link.products
+                {
+                    return Err(VerifyError::Disagree {
+                        step: step.name.clone(),
+                        first: format!("{}.{}.link", step.name, first.keyid.short()),
+                        other: format!("{}.{}.link", step.name, other.keyid.short()),
+                    });
+                }
+            }
+        }
+        reduced.insert(step.name.clone(), first);
+    }
+
+    // Step rules against the reduced step links.
+    let step_links: BTreeMap<String, &Link> =
+        reduced.iter().map(|(k, v)| (k.clone(), &v.link)).collect();
+    for step in &layout.steps {
+        let link = &reduced[&step.name].link;
+        rules::apply(&step.name, Side::Materials, &step.expected_materials, link, &step_links)?;
+        rules::apply(&step.name, Side::Products, &step.expected_products, link, &step_links)?;
+    }
+
+    // Inspections, then their rules against steps and inspections.
+    let mut inspection_links: BTreeMap<String, Link> = BTreeMap::new();
+    for insp in &layout.inspect {
+        let link = run_inspection(insp, opts)?;
+        inspection_links.insert(insp.name.clone(), link);
+    }
+    let mut all: BTreeMap<String, &Link> = step_links;
+    for (k, v) in &inspection_links {
+        all.insert(k.clone(), v);
+    }
+    for insp in &layout.inspect {
+        let link = &inspection_links[&insp.name];
+        rules::apply(&insp.name, Side::Materials, &insp.expected_materials, link, &all)?;
+        rules::apply(&insp.name, Side::Products, &insp.expected_products, link, &all)?;
+    }
+    Ok(reduced)
+}
+
+/// The reference's `get_summary_link`: materials of the first step, products,
+/// byproducts and command of the last.
+fn summary_link(name: &str, layout: &Layout, links: &BTreeMap<String, VerifiedLink>) -> Link {
+    let mut out = Link::default();
+    if let (Some(first), Some(last)) = (layout.steps.first(), layout.steps.last()) {
+        out.name = name.to_owned();
+        if let Some(l) = links.get(&first.name) {
+            out.materials = l.link.materials.clone();
+        }
+        if let Some(l) = links.get(&last.name) {
+            out.products = l.link.products.clone();
+            out.byproducts = l.link.byproducts.clone();
+            out.command = l.link.command.clone();
+        }
+    }
+    out
+}
+
+/// Runs one inspection in `opts.inspection_dir`, recording the whole
+/// directory before and after (default excludes, as the reference).
+fn run_inspection(insp: &Inspection, opts: &Options) -> Result<Link, VerifyError> {
+    if insp.run.is_empty() {
+        return Err(VerifyError::InspectionEmpty {
+            name: insp.name.clone(),
+        });
+    }
+    let artifacts = RecordOptions {
+        base_path: Some(opts.inspection_dir.clone()),
+        ..RecordOptions::default()
+    };
+    let here = vec![".".to_string()];
+    let wrap = |source| VerifyError::Inspection {
+        name: insp.name.clone(),
+        source,
+    };
+    let (materials, _) = digest::record(&here, &artifacts)
+        .map_err(|e| wrap(RecordError::Digest(e)))?;
+    let by = record::execute_in(&insp.run, false, opts.inspection_timeout, &opts.inspection_dir)
+        .map_err(wrap)?;
+    if by.return_value != 0 {
+        return Err(VerifyError::InspectionFailed {
+            name: insp.name.clone(),
+            run: insp.run.clone(),
+            code: by.return_value,
+        });
+    }
+    let (products, _) = digest::record(&here, &artifacts)
+        .map_err(|e| wrap(RecordError::Digest(e)))?;
+    Ok(Link {
+        name: insp.name.clone(),
+        command: insp.run.clone(),
+        materials,
+        products,
+        ..Default::default()
+    })
+}
+
+/// Python `str.format(**params)` over a string: `{name}` replaced, `{{`/`}}` escapes.
+fn format_one(s: &str, params: &BTreeMap<String, String>) -> Result<String, VerifyError> {
+    let mut out = String::new();
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '{' if it.peek() == Some(&'{') => {
+                it.next();
+                out.push('{');
+            }
+            '}' if it.peek() == Some(&'}') => {
+                it.next();
+                out.push('}');
+            }
+            '{' => {
+                let mut name = String::new();
+                loop {
+                    match it.next() {
+                        Some('}') => break,
+                        Some(c) => name.push(c),
+                        None => {
+                            return Err(VerifyError::Substitution(format!(
+                                "unclosed '{{' in {s:?}"
+                            )))
+                        }
+                    }
+                }
+                let v = params.get(&name).ok_or_else(|| {
+                    VerifyError::Substitution(format!("{s:?} uses {{{name}}}, which no --param gives"))
+                })?;
+                out.push_str(v);
+            }
+            '}' => {
+                return Err(VerifyError::Substitution(format!("single '}}' in {s:?}")));
+            }
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+fn substitute(layout: &Layout, params: &BTreeMap<String, String>) -> Result<Layout, VerifyError> {
+    let list = |v: &[String]| -> Result<Vec<String>, VerifyError> {
+        v.iter().map(|s| format_one(s, params)).collect()
+    };
+    let rules = |rs: &[ArtifactRule]| -> Result<Vec<ArtifactRule>, VerifyError> {
+        rs.iter()
+            .map(|r| {
+                ArtifactRule::parse(list(r.words())?)
+                    .map_err(|e| VerifyError::Substitution(e.to_string()))
+            })
+            .collect()
+    };
+    let mut out = layout.clone();
+    for s in &mut out.steps {
+        s.expected_materials = rules(&s.expected_materials)?;
+        s.expected_products = rules(&s.expected_products)?;
+        s.expected_command = list(&s.expected_command)?;
+    }
+    for i in &mut out.inspect {
+        i.expected_materials = rules(&i.expected_materials)?;
+        i.expected_products = rules(&i.expected_products)?;
+        i.run = list(&i.run)?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_format_semantics() {
+        let p: BTreeMap<String, String> = [("EDITOR".to_string(), "vim".to_string())].into();
+        assert_eq!(format_one("{EDITOR} x {{y}}", &p).unwrap(), "vim x {y}");
+        assert!(format_one("{NOPE}", &p).is_err());
+        assert!(format_one("a}b", &p).is_err());
+    }
+}

@@ -1,0 +1,274 @@
+//! The artifact rule engine (spec §4.3.3; reference `verifylib.verify_item_rules`).
+//!
+//! Each item (step or inspection) keeps a queue per side (materials,
+//! products); rules run in order, each consumes some artifacts from the
+//! queue; DISALLOW and REQUIRE fail; whatever is left at the end is allowed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::fnmatch::Pattern;
+use crate::model::{ArtifactMap, ArtifactRule, DestType, Link, RuleKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Materials,
+    Products,
+}
+
+impl Side {
+    pub fn field(self) -> &'static str {
+        match self {
+            Side::Materials => "expected_materials",
+            Side::Products => "expected_products",
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum RuleFailure {
+    #[error("{item}: {field} rule `{rule}` matched {}", list(.artifacts))]
+    Disallowed {
+        item: String,
+        field: &'static str,
+        rule: String,
+        artifacts: Vec<String>,
+    },
+    #[error("{item}: {field} rule `{rule}` did not find {artifact:?} among the artifacts still unmatched")]
+    Required {
+        item: String,
+        field: &'static str,
+        rule: String,
+        artifact: String,
+    },
+    #[error("{item}: {field} rule `{rule}`: the path {path:?} joins to {joined:?}, which is not an artifact (the reference crashes here)")]
+    BadMatchPath {
+        item: String,
+        field: &'static str,
+        rule: String,
+        path: String,
+        joined: String,
+    },
+}
+
+fn list(v: &[String]) -> String {
+    let shown: Vec<String> = v.iter().take(10).map(|s| format!("{s:?}")).collect();
+    if v.len() > 10 {
+        format!("{} and {} more", shown.join(", "), v.len() - 10)
+    } else {
+        shown.join(", ")
+    }
+}
+
+/// Python's `os.path.join(a, b)` for two components.
+fn join(a: &str, b: &str) -> String {
+    if b.starts_with('/') {
+        b.to_owned()
+    } else if a.is_empty() || a.ends_with('/') {
+        format!("{a}{b}")
+    } else {
+        format!("{a}/{b}")
+    }
+}
+
+/// What an unmatched MATCH left behind, for the human explanation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchMiss {
+    pub rule: String,
+    pub artifact: String,
+    pub dest: String,
+    pub ours: Option<String>,
+    pub theirs: Option<String>,
+}
+
+/// Applies `rules` to one side of `link`. `links` are the other items'
+/// (reduced) links by name, for MATCH. On success returns, for context, the
+/// MATCH candidates that did not match (for explaining a later DISALLOW).
+pub fn apply(
+    item: &str,
+    side: Side,
+    rules: &[ArtifactRule],
+    link: &Link,
+    links: &BTreeMap<String, &Link>,
+) -> Result<Vec<MatchMiss>, RuleFailure> {
+    let source: &ArtifactMap = match side {
+        Side::Materials => &link.materials,
+        Side::Products => &link.products,
+    };
+    let mut queue: BTreeSet<&str> = source.keys().map(String::as_str).collect();
+    let mut misses = Vec::new();
+    for rule in rules {
+        let filter = |pat: &str, queue: &BTreeSet<&str>| -> Vec<String> {
+            let p = Pattern::new(pat);
+            queue.iter().filter(|a| p.matches(a)).map(|a| a.to_string()).collect()
+        };
+        let consumed: Vec<String> = match rule.kind() {
+            RuleKind::Allow(p) => filter(p, &queue),
+            RuleKind::Create(p) => filter(p, &queue)
+                .into_iter()
+                .filter(|a| link.products.contains_key(a) && !link.materials.contains_key(a))
+                .collect(),
+            RuleKind::Delete(p) => filter(p, &queue)
+                .into_iter()
+                .filter(|a| link.materials.contains_key(a) && !link.products.contains_key(a))
+                .collect(),
+            RuleKind::Modify(p) => filter(p, &queue)
+                .into_iter()
+                .filter(|a| match (link.materials.get(a), link.products.get(a)) {
+                    (Some(m), Some(p)) => m != p,
+                    _ => false,
+                })
+                .collect(),
+            RuleKind::Disallow(p) => {
+                let hit = filter(p, &queue);
+                if !hit.is_empty() {
+                    return Err(RuleFailure::Disallowed {
+                        item: item.into(),
+                        field: side.field(),
+                        rule: rule.to_string(),
+                        artifacts: hit,
+                    });
+                }
+                Vec::new()
+            }
+            RuleKind::Require(f) => {
+                if !queue.contains(f.as_str()) {
+                    return Err(RuleFailure::Required {
+                        item: item.into(),
+                        field: side.field(),
+                        rule: rule.to_string(),
+                        artifact: f.clone(),
+                    });
+                }
+                Vec::new()
+            }
+            RuleKind::Match {
+                pattern,
+                source_prefix,
+                dest_type,
+                dest_prefix,
+                dest_name,
+            } => {
+                let Some(dest_link) = links.get(dest_name) else {
+                    continue;
+                };
+                let dest = match dest_type {
+                    DestType::Materials => &dest_link.materials,
+                    DestType::Products => &dest_link.products,
+                };
+                let p = Pattern::new(pattern);
+                let nsp = if source_prefix.is_empty() || source_prefix.ends_with('/') {
+                    source_prefix.clone()
+                } else {
+                    format!("{source_prefix}/")
+                };
+                let mut out = Vec::new();
+                for a in &queue {
+                    let Some(rel) = a.strip_prefix(nsp.as_str()) else {
+                        continue;
+                    };
+                    if !p.matches(rel) {
+                        continue;
+                    }
+                    let src = if source_prefix.is_empty() {
+                        rel.to_owned()
+                    } else {
+                        join(source_prefix, rel)
+                    };
+                    let dst = if dest_prefix.is_empty() {
+                        rel.to_owned()
+                    } else {
+                        join(dest_prefix, rel)
+                    };
+                    let Some(ours) = source.get(&src) else {
+                        return Err(RuleFailure::BadMatchPath {
+                            item: item.into(),
+                            field: side.field(),
+                            rule: rule.to_string(),
+                            path: a.to_string(),
+                            joined: src,
+                        });
+                    };
+                    match dest.get(&dst) {
+                        Some(theirs) if theirs == ours => out.push(src),
+                        theirs => misses.push(MatchMiss {
+                            rule: rule.to_string(),
+                            artifact: src.clone(),
+                            dest: format!("{dest_name}:{dst}"),
+                            ours: ours.get("sha256").cloned(),
+                            theirs: theirs.and_then(|t| t.get("sha256").cloned()),
+                        }),
+                    }
+                }
+                out
+            }
+        };
+        for c in &consumed {
+            queue.remove(c.as_str());
+        }
+    }
+    Ok(misses)
+}
+
+/// True when the rule list ends in `DISALLOW *`, i.e. it constrains every artifact.
+pub fn ends_with_disallow_all(rules: &[ArtifactRule]) -> bool {
+    matches!(rules.last().map(|r| r.kind()), Some(RuleKind::Disallow(p)) if p == "*")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::HashDict;
+
+    fn h(x: &str) -> HashDict {
+        [("sha256".to_string(), x.to_string())].into_iter().collect()
+    }
+    fn rule(s: &str) -> ArtifactRule {
+        ArtifactRule::parse(s.split(' ').map(String::from).collect()).unwrap()
+    }
+    fn link(m: &[(&str, &str)], p: &[(&str, &str)]) -> Link {
+        Link {
+            name: "x".into(),
+            materials: m.iter().map(|(k, v)| (k.to_string(), h(v))).collect(),
+            products: p.iter().map(|(k, v)| (k.to_string(), h(v))).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn create_modify_delete_disallow() {
+        let l = link(&[("a", "1"), ("b", "2")], &[("a", "1"), ("b", "3"), ("c", "4")]);
+        let links = BTreeMap::new();
+        let rules = [rule("CREATE c"), rule("MODIFY b"), rule("ALLOW a"), rule("DISALLOW *")];
+        assert!(apply("s", Side::Products, &rules, &l, &links).is_ok());
+        let rules = [rule("MODIFY a"), rule("DISALLOW *")];
+        let err = apply("s", Side::Products, &rules, &l, &links).unwrap_err();
+        assert!(err.to_string().contains("DISALLOW *"), "{err}");
+    }
+
+    #[test]
+    fn require_is_exact_and_sees_only_the_queue() {
+        let l = link(&[], &[("bar", "1")]);
+        let links = BTreeMap::new();
+        assert!(apply("s", Side::Products, &[rule("REQUIRE bar")], &l, &links).is_ok());
+        assert!(apply("s", Side::Products, &[rule("REQUIRE b*")], &l, &links).is_err());
+        assert!(apply("s", Side::Products, &[rule("ALLOW bar"), rule("REQUIRE bar")], &l, &links).is_err());
+    }
+
+    #[test]
+    fn match_with_prefixes() {
+        let src = link(&[], &[("out/x/y", "1"), ("out/z", "2")]);
+        let other = link(&[], &[("build/x/y", "1"), ("build/z", "9")]);
+        let mut links = BTreeMap::new();
+        links.insert("b".to_string(), &other);
+        let rules = [rule("MATCH * IN out WITH PRODUCTS IN build FROM b"), rule("DISALLOW *")];
+        let err = apply("s", Side::Products, &rules, &src, &links).unwrap_err();
+        match err {
+            RuleFailure::Disallowed { artifacts, .. } => assert_eq!(artifacts, ["out/z"]),
+            e => panic!("{e}"),
+        }
+        // MATCH against an unknown step consumes nothing, and is no error.
+        let rules = [rule("MATCH * WITH PRODUCTS FROM nobody")];
+        assert!(apply("s", Side::Products, &rules, &src, &links).is_ok());
+    }
+}

@@ -1,0 +1,74 @@
+//! Shared helpers: the built binary, the reference oracle, temp dirs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn totogate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_totogate"))
+}
+
+/// The reference implementation's bin directory (in-toto 3.1.0 in a venv),
+/// provisioned on first use by `scripts/oracle-venv.sh`. Never skipped: if it
+/// cannot be provisioned the test fails and says why.
+pub fn oracle_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let venv = std::env::var_os("TOTOGATE_ORACLE_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo().join("target/oracle-venv"));
+        std::fs::create_dir_all(repo().join("target")).unwrap();
+        // Serialise provisioning across test binaries.
+        let lock = std::fs::File::create(repo().join("target/.oracle-venv.lock")).unwrap();
+        lock.lock().unwrap();
+        let out = Command::new("bash")
+            .arg(repo().join("scripts/oracle-venv.sh"))
+            .arg(&venv)
+            .output()
+            .expect("running scripts/oracle-venv.sh");
+        assert!(
+            out.status.success(),
+            "the reference in-toto 3.1.0 could not be installed into {} (needs python3 with venv and access to PyPI):\n{}",
+            venv.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        venv.join("bin")
+    })
+    .clone()
+}
+
+pub fn oracle(tool: &str) -> Command {
+    Command::new(oracle_bin().join(tool))
+}
+
+pub fn oracle_python() -> Command {
+    Command::new(oracle_bin().join("python"))
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("spawn")
+}
+
+#[track_caller]
+pub fn ok(cmd: &mut Command) -> Output {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn write(path: &Path, text: &str) {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    std::fs::write(path, text).unwrap();
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests of the built `totogate` binary. Tests that compare with
+//! the reference implementation provision it (`scripts/oracle-venv.sh`).
+
+mod common;
+mod scenarios;
