@@ -40,7 +40,7 @@ pub fn run(a: LayoutArgs) -> Result<u8> {
     let base = a.template.parent().unwrap_or(Path::new(".")).to_path_buf();
     let layout = build(&t, &base).with_context(|| format!("{}", a.template.display()))?;
     let pw = super::password(&a.password, "the layout key(s)")?;
-    let mut env = Envelope::new(super::envelope_kind(a.use_dsse), Payload::Layout(layout));
+    let mut env = Envelope::new(super::envelope_kind(a.use_dsse), Payload::Layout(layout))?;
     for k in &a.signing_key {
         let key = crate::load_private(k, pw.as_deref())?;
         env.sign(&key)?;

@@ -24,6 +24,8 @@ pub enum RecordError {
     Timeout { command: String, seconds: u64 },
     #[error("signing: {0}")]
     Sign(#[from] KeyError),
+    #[error("link cannot be signed: {0}")]
+    Canonical(#[from] crate::cjson::CanonicalError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("{path}: {source}")]
@@ -178,7 +180,7 @@ pub fn unfinished_file_name(step: &str, key: &PrivateKey) -> String {
 
 /// Signs `link` into a new envelope of `kind`.
 pub fn sign_link(link: Link, kind: EnvelopeKind, key: &PrivateKey) -> Result<Envelope, RecordError> {
-    let mut env = Envelope::new(kind, Payload::Link(link));
+    let mut env = Envelope::new(kind, Payload::Link(link))?;
     env.sign(key)?;
     Ok(env)
 }

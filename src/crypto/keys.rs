@@ -489,7 +489,13 @@ impl PrivateKey {
     /// PKCS#8 PEM, encrypted (PBES2: PBKDF2-SHA256, AES-256-CBC) when a password is given.
     pub fn to_pkcs8_pem(&self, password: Option<&str>) -> Result<String, KeyError> {
         let doc = match &self.signer {
-            Signer::Ed25519(k) => k.to_pkcs8_der(),
+            // PKCS#8 v1 without the optional public key: pyca/cryptography
+            // (the reference's loader) rejects ed25519-dalek's v2 encoding.
+            Signer::Ed25519(k) => {
+                let mut inner = vec![0x04, 0x20];
+                inner.extend_from_slice(k.as_bytes());
+                pkcs8::PrivateKeyInfo::new(ed25519_dalek::pkcs8::ALGORITHM_ID, &inner).try_into()
+            }
             Signer::Rsa(k) => k.to_pkcs8_der(),
             Signer::P256(k) => k.to_pkcs8_der(),
             Signer::P384(k) => k.to_pkcs8_der(),

@@ -153,33 +153,40 @@ impl Envelope {
                     .collect::<Result<_, _>>()?,
                 Some(_) => return Err(err("signatures", Problem::WrongType("a list"))),
             };
-            Ok(Envelope::assemble(EnvelopeKind::Metablock, payload, signatures))
+            Envelope::assemble(EnvelopeKind::Metablock, payload, signatures)
+                .map_err(|e| err("signed", Problem::BadPayload(e.to_string())))
         } else {
             Err(err("(document)", Problem::UnknownEnvelope))
         }
     }
 
-    fn assemble(kind: EnvelopeKind, payload: Payload, signatures: Vec<Signature>) -> Envelope {
+    fn assemble(
+        kind: EnvelopeKind,
+        payload: Payload,
+        signatures: Vec<Signature>,
+    ) -> Result<Envelope, cjson::CanonicalError> {
         let value = payload.to_value();
         let (signed_bytes, dsse_payload) = match kind {
-            // A payload built from typed values has no floats, so encoding cannot fail.
-            EnvelopeKind::Metablock => (cjson::encode(&value).unwrap_or_default(), Vec::new()),
+            // Opaque fields (byproducts, environment) may hold floats, which
+            // canonical JSON cannot encode: such a Metablock cannot be signed.
+            EnvelopeKind::Metablock => (cjson::encode(&value)?, Vec::new()),
             EnvelopeKind::Dsse => {
                 let p = to_python_json(&value, PyStyle::Default).into_bytes();
                 (pae(DSSE_PAYLOAD_TYPE, &p), p)
             }
         };
-        Envelope {
+        Ok(Envelope {
             kind,
             payload,
             signatures,
             signed_bytes,
             dsse_payload,
-        }
+        })
     }
 
-    /// A new, unsigned envelope around `payload`, serialised as the reference does.
-    pub fn new(kind: EnvelopeKind, payload: Payload) -> Envelope {
+    /// A new, unsigned envelope around `payload`, serialised as the reference
+    /// does. Fails only for a Metablock whose opaque fields hold a float.
+    pub fn new(kind: EnvelopeKind, payload: Payload) -> Result<Envelope, cjson::CanonicalError> {
         Envelope::assemble(kind, payload, Vec::new())
     }
 

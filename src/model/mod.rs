@@ -142,3 +142,6 @@ pub(crate) fn string_list(v: &Value, path: &str) -> Result<Vec<String>, FormatEr
 pub(crate) fn is_hex(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
+
+#[cfg(test)]
+mod proptests;

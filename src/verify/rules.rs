@@ -272,3 +272,70 @@ mod tests {
         assert!(apply("s", Side::Products, &rules, &src, &links).is_ok());
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::model::Link;
+    use proptest::prelude::*;
+
+    fn name() -> impl Strategy<Value = String> {
+        proptest::string::string_regex("[ab/.*?\\[\\]!-]{0,6}").unwrap()
+    }
+
+    fn rule() -> impl Strategy<Value = ArtifactRule> {
+        prop_oneof![
+            (prop_oneof!["CREATE", "DELETE", "MODIFY", "ALLOW", "DISALLOW", "REQUIRE"], name())
+                .prop_map(|(k, p)| vec![k.to_string(), p]),
+            (name(), name(), prop_oneof!["MATERIALS", "PRODUCTS"], name()).prop_map(|(p, sp, t, dp)| {
+                vec!["MATCH".into(), p, "IN".into(), sp, "WITH".into(), t.to_string(), "IN".into(), dp, "FROM".into(), "other".into()]
+            }),
+        ]
+        .prop_map(|w| ArtifactRule::parse(w).unwrap())
+    }
+
+    /// Distinct artifact names with hashes, in an arbitrary listing order.
+    fn side() -> impl Strategy<Value = Vec<(String, String)>> {
+        proptest::collection::btree_map(name(), prop_oneof!["1", "2"].prop_map(String::from), 0..8)
+            .prop_map(|m| m.into_iter().collect::<Vec<_>>())
+            .prop_shuffle()
+    }
+
+    /// Builds a link through JSON with artifacts listed in the given order.
+    fn link_from(materials: &[(String, String)], products: &[(String, String)]) -> Option<Link> {
+        let obj = |v: &[(String, String)]| {
+            let mut m = serde_json::Map::new();
+            for (k, h) in v {
+                m.insert(k.clone(), serde_json::json!({"sha256": h}));
+            }
+            serde_json::Value::Object(m)
+        };
+        let v = serde_json::json!({"_type": "link", "name": "x", "materials": obj(materials), "products": obj(products)});
+        Link::from_value(&v, "link").ok()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn never_panics_and_order_does_not_matter(
+            rules in proptest::collection::vec(rule(), 0..6),
+            m in side(), p in side(), om in side(), op in side(),
+        ) {
+            let other = link_from(&om, &op).unwrap();
+            let mut links = BTreeMap::new();
+            links.insert("other".to_string(), &other);
+            let l1 = link_from(&m, &p).unwrap();
+            let mut m2 = m.clone();
+            m2.reverse();
+            let mut p2 = p.clone();
+            p2.reverse();
+            let l2 = link_from(&m2, &p2).unwrap();
+            for side in [Side::Materials, Side::Products] {
+                let a = apply("s", side, &rules, &l1, &links);
+                let b = apply("s", side, &rules, &l2, &links);
+                prop_assert_eq!(a, b);
+            }
+        }
+    }
+}

@@ -2,4 +2,5 @@
 //! the reference implementation provision it (`scripts/oracle-venv.sh`).
 
 mod common;
+mod hostile;
 mod scenarios;
