@@ -59,6 +59,8 @@ pub fn parse_strict(bytes: &[u8], limits: JsonLimits) -> Result<Value, JsonError
     Ok(value)
 }
 
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
 struct StrictSeed {
     depth_left: usize,
 }
@@ -120,6 +122,13 @@ impl<'de> Visitor<'de> for StrictSeed {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
+            // With `arbitrary_precision`, serde_json hands a number over as a
+            // one-entry map; integers of any size survive (Python's do).
+            if key == NUMBER_TOKEN && out.is_empty() {
+                let digits: String = map.next_value()?;
+                let n: serde_json::Number = digits.parse().map_err(de::Error::custom)?;
+                return Ok(Value::Number(n));
+            }
             let value = map.next_value_seed(self.nested()?)?;
             if out.insert(key.clone(), value).is_some() {
                 return Err(de::Error::custom(format!("duplicate key {key:?}")));
@@ -249,6 +258,17 @@ mod tests {
         assert!(parse_strict(deep.as_bytes(), JsonLimits::default()).is_err());
         let ok = "[".repeat(60) + &"]".repeat(60);
         assert!(parse_strict(ok.as_bytes(), JsonLimits::default()).is_ok());
+    }
+
+    #[test]
+    fn big_integers_survive() {
+        let v = parse_strict(b"[18446744073709551616, -9223372036854775809, 1.5]", JsonLimits::default()).unwrap();
+        assert_eq!(to_python_json(&v, PyStyle::Compact), "[18446744073709551616,-9223372036854775809,1.5]");
+        assert_eq!(
+            crate::cjson::encode(&v[0]).unwrap(),
+            b"18446744073709551616".to_vec()
+        );
+        assert!(crate::cjson::encode(&v[2]).is_err());
     }
 
     #[test]

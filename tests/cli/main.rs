@@ -2,5 +2,6 @@
 //! the reference implementation provision it (`scripts/oracle-venv.sh`).
 
 mod common;
+mod interop;
 mod hostile;
 mod scenarios;
