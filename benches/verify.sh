@@ -70,28 +70,29 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
 # check_pass DIR: both verifiers must exit 0 on DIR's chain (cwd = DIR/ws).
 check_pass() {
-  local d=$1 rc
+  local d=$1 layout=${2:-root.layout} rc
   for v in "$REF_VERIFY" "$TG verify"; do
     rc=0
-    (cd "$d/ws" && $v -l ../root.layout --verification-keys "$KEYS/owner.pub" --link-dir ../links) \
+    (cd "$d/ws" && $v -l "../$layout" --verification-keys "$KEYS/owner.pub" --link-dir ../links) \
       > "$d/check.out" 2>&1 || rc=$?
     if [ "$rc" != 0 ]; then
       cat "$d/check.out" >&2
       die "$d: '$v' exited $rc, expected 0 (PASS)"
     fi
   done
-  echo "# $d: in-toto-verify and totogate verify both PASS"
+  echo "# $d ($layout): in-toto-verify and totogate verify both PASS"
 }
 
-# bench NAME DIR: hyperfine both verifiers on DIR's chain.
+# bench NAME DIR [LAYOUT]: hyperfine both verifiers on DIR's chain.
 bench() {
-  local name=$1 d=$2
-  check_pass "$d"
+  local name=$1 d=$2 layout=${3:-root.layout}
+  check_pass "$d" "$layout"
   echo "# ($name) load before: $(loadavg)"
-  hyperfine --warmup 1 --runs "$RUNS" \
-    --export-json "results/$name.json" --export-markdown "results/$name.md" \
-    -n "in-toto-verify ($name)" "cd $d/ws && $REF_VERIFY -l ../root.layout --verification-keys $KEYS/owner.pub --link-dir ../links" \
-    -n "totogate verify ($name)" "cd $d/ws && $TG verify -l ../root.layout --verification-keys $KEYS/owner.pub --link-dir ../links"
+  # -N (no shell): hyperfine runs in DIR/ws so the inspections see that dir.
+  (cd "$d/ws" && hyperfine -N --warmup 1 --runs "$RUNS" \
+    --export-json "$work/results/$name.json" --export-markdown "$work/results/$name.md" \
+    -n "in-toto-verify ($name)" "$REF_VERIFY -l ../$layout --verification-keys $KEYS/owner.pub --link-dir ../links" \
+    -n "totogate verify ($name)" "$TG verify -l ../$layout --verification-keys $KEYS/owner.pub --link-dir ../links")
   echo "# ($name) load after: $(loadavg)"
   jq -r --arg n "$name" '
     (.results | map({(.command): .mean}) | add) as $m
@@ -182,6 +183,11 @@ if [ -z "$ONLY" ] || [ "$ONLY" = b ]; then
        "expected_materials": [["ALLOW", "*"]], "expected_products": [["ALLOW", "*"]]}
     ]}'
   bench b "$d"
+  # (b0) diagnostic: the same links without the inspection, to split the time
+  # between loading/checking the 3 x 20,000-artifact links and the inspection.
+  jq '.inspect = []' "$d/layout.json" > "$d/layout-noinsp.json"
+  "$TG" layout "$d/layout-noinsp.json" -o "$d/noinsp.layout" --signing-key "$KEYS/owner" >/dev/null
+  bench b0 "$d" noinsp.layout
 fi
 
 # --- (c) 50 steps ------------------------------------------------------------------

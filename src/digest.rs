@@ -127,10 +127,11 @@ impl Excluder {
     fn new(patterns: &[String]) -> Result<Excluder, DigestError> {
         let mut b = GitignoreBuilder::new("");
         for p in patterns {
-            b.add_line(None, p).map_err(|source| DigestError::BadExclude {
-                pattern: p.clone(),
-                source,
-            })?;
+            b.add_line(None, p)
+                .map_err(|source| DigestError::BadExclude {
+                    pattern: p.clone(),
+                    source,
+                })?;
         }
         b.build()
             .map(Excluder)
@@ -144,9 +145,7 @@ impl Excluder {
         if rel.is_empty() {
             return false;
         }
-        self.0
-            .matched_path_or_any_parents(rel, is_dir)
-            .is_ignore()
+        self.0.matched_path_or_any_parents(rel, is_dir).is_ignore()
     }
 }
 
@@ -201,7 +200,14 @@ pub fn record(paths: &[String], opts: &RecordOptions) -> Result<(ArtifactMap, No
         if meta.is_file() {
             files.push((format!("{prefix}{path}"), on_disk));
         } else if meta.is_dir() {
-            walk(&path, &on_disk, prefix, opts.follow_symlink_dirs, &ex, &mut files)?;
+            walk(
+                &path,
+                &on_disk,
+                prefix,
+                opts.follow_symlink_dirs,
+                &ex,
+                &mut files,
+            )?;
         }
     }
 
@@ -256,7 +262,9 @@ fn walk(
             Err(e) if e.loop_ancestor().is_some() => continue,
             Err(e) => {
                 let path = e.path().unwrap_or(disk_root).to_path_buf();
-                let source = e.into_io_error().unwrap_or_else(|| io::Error::other("walk failed"));
+                let source = e
+                    .into_io_error()
+                    .unwrap_or_else(|| io::Error::other("walk failed"));
                 if source.kind() == io::ErrorKind::NotFound {
                     continue;
                 }
@@ -286,7 +294,9 @@ fn walk(
         // Follows symlinks: a link to a file counts under the link's name;
         // a broken link, or a link to a directory we do not follow, is skipped.
         match std::fs::metadata(entry.path()) {
-            Ok(m) if m.is_file() => out.push((format!("{prefix}{key}"), entry.path().to_path_buf())),
+            Ok(m) if m.is_file() => {
+                out.push((format!("{prefix}{key}"), entry.path().to_path_buf()))
+            }
             _ => {}
         }
     }

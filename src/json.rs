@@ -262,8 +262,15 @@ mod tests {
 
     #[test]
     fn big_integers_survive() {
-        let v = parse_strict(b"[18446744073709551616, -9223372036854775809, 1.5]", JsonLimits::default()).unwrap();
-        assert_eq!(to_python_json(&v, PyStyle::Compact), "[18446744073709551616,-9223372036854775809,1.5]");
+        let v = parse_strict(
+            b"[18446744073709551616, -9223372036854775809, 1.5]",
+            JsonLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            to_python_json(&v, PyStyle::Compact),
+            "[18446744073709551616,-9223372036854775809,1.5]"
+        );
         assert_eq!(
             crate::cjson::encode(&v[0]).unwrap(),
             b"18446744073709551616".to_vec()

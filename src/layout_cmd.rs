@@ -10,12 +10,14 @@ use serde_json::{json, Map, Value};
 use totogate::model::{format_expiry, Envelope, Layout, Payload};
 
 #[derive(Args)]
-#[command(after_help = "Template (JSON; key paths are relative to the template's directory):\n\
+#[command(
+    after_help = "Template (JSON; key paths are relative to the template's directory):\n\
 {\n  \"expires\": \"2027-01-01T00:00:00Z\",   (or \"expires_in_days\": 30)\n  \"readme\": \"...\",\n  \
 \"keys\": {\"alice\": \"alice.pub\"},\n  \"steps\": [{\"name\": \"build\", \"pubkeys\": [\"alice\"], \"threshold\": 1,\n    \
 \"expected_command\": [\"make\"], \"expected_materials\": [[\"ALLOW\", \"*\"]],\n    \
 \"expected_products\": [[\"CREATE\", \"out\"], [\"DISALLOW\", \"*\"]]}],\n  \
-\"inspect\": [{\"name\": \"check\", \"run\": [\"true\"], \"expected_materials\": [], \"expected_products\": []}]\n}")]
+\"inspect\": [{\"name\": \"check\", \"run\": [\"true\"], \"expected_materials\": [], \"expected_products\": []}]\n}"
+)]
 pub struct LayoutArgs {
     /// The template to build the layout from
     template: PathBuf,
@@ -50,11 +52,15 @@ pub fn run(a: LayoutArgs) -> Result<u8> {
 }
 
 fn build(t: &Value, base: &Path) -> Result<Layout> {
-    let obj = t.as_object().ok_or_else(|| anyhow!("template must be a JSON object"))?;
+    let obj = t
+        .as_object()
+        .ok_or_else(|| anyhow!("template must be a JSON object"))?;
     let mut names: Map<String, Value> = Map::new();
     let mut keys = Map::new();
     if let Some(k) = obj.get("keys") {
-        let k = k.as_object().ok_or_else(|| anyhow!("`keys` must map names to PEM paths"))?;
+        let k = k
+            .as_object()
+            .ok_or_else(|| anyhow!("`keys` must map names to PEM paths"))?;
         for (name, path) in k {
             let path = path
                 .as_str()
@@ -67,7 +73,9 @@ fn build(t: &Value, base: &Path) -> Result<Layout> {
     let expires = match (obj.get("expires"), obj.get("expires_in_days")) {
         (Some(Value::String(s)), None) => s.clone(),
         (None, Some(Value::Number(n))) => {
-            let days = n.as_i64().ok_or_else(|| anyhow!("expires_in_days: whole days"))?;
+            let days = n
+                .as_i64()
+                .ok_or_else(|| anyhow!("expires_in_days: whole days"))?;
             format_expiry(time::OffsetDateTime::now_utc() + time::Duration::days(days))
         }
         (None, None) => bail!("give `expires` (YYYY-MM-DDTHH:MM:SSZ) or `expires_in_days`"),
@@ -81,7 +89,12 @@ fn build(t: &Value, base: &Path) -> Result<Layout> {
         }
     };
     let mut steps = Vec::new();
-    for s in obj.get("steps").and_then(Value::as_array).into_iter().flatten() {
+    for s in obj
+        .get("steps")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let mut s = s.clone();
         let pubkeys: Vec<Value> = s
             .get("pubkeys")
@@ -98,7 +111,12 @@ fn build(t: &Value, base: &Path) -> Result<Layout> {
         steps.push(s);
     }
     let mut inspect = Vec::new();
-    for i in obj.get("inspect").and_then(Value::as_array).into_iter().flatten() {
+    for i in obj
+        .get("inspect")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let mut i = i.clone();
         i["run"] = command(i.get("run"));
         inspect.push(i);

@@ -7,8 +7,8 @@
 #![forbid(unsafe_code)]
 
 pub mod cjson;
-pub mod digest;
 pub mod crypto;
+pub mod digest;
 pub mod json;
 pub mod model;
 pub mod record;

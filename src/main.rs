@@ -71,7 +71,11 @@ struct VerifyArgs {
     #[arg(long = "link-dir", value_name = "PATH", default_value = ".")]
     link_dir: PathBuf,
     /// Seconds an inspection may run before it is killed and verification fails
-    #[arg(long = "inspection-timeout", value_name = "SECONDS", default_value_t = 10)]
+    #[arg(
+        long = "inspection-timeout",
+        value_name = "SECONDS",
+        default_value_t = 10
+    )]
     inspection_timeout: u64,
     /// Substitute `{NAME}` in the layout's rules, commands and inspections (repeatable)
     #[arg(long = "param", value_name = "NAME=VALUE")]
@@ -377,7 +381,11 @@ fn cmd_run(a: RunArgs) -> Result<u8> {
     }
     let key = signing_key(&a.signing)?;
     let opts = a.artifacts.options();
-    let command: Vec<String> = if a.no_command { Vec::new() } else { a.command.clone() };
+    let command: Vec<String> = if a.no_command {
+        Vec::new()
+    } else {
+        a.command.clone()
+    };
     let req = RunRequest {
         name: &a.step_name,
         materials: &a.materials,
@@ -390,8 +398,18 @@ fn cmd_run(a: RunArgs) -> Result<u8> {
     let (link, rv, notes) = match record::run(&req) {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("totogate: error: step `{}`: {e}", a.step_name);
-            return Ok(EXIT_FAIL);
+            eprintln!(
+                "totogate: error: step `{}`: {e}; no link written",
+                a.step_name
+            );
+            // As in-toto-run: a command that cannot run or times out is a
+            // failure (1); unreadable artifacts are bad input (2).
+            return Ok(match e {
+                record::RecordError::Spawn { .. } | record::RecordError::Timeout { .. } => {
+                    EXIT_FAIL
+                }
+                _ => EXIT_USAGE,
+            });
         }
     };
     note_missing(&notes, a.verbosity.quiet);
@@ -474,7 +492,11 @@ fn cmd_sign(a: SignArgs) -> Result<u8> {
             match env.check_signature(&key) {
                 Ok(()) => {
                     if !a.verbosity.quiet {
-                        eprintln!("{}: signature by {} verifies", a.file.display(), key.keyid());
+                        eprintln!(
+                            "{}: signature by {} verifies",
+                            a.file.display(),
+                            key.keyid()
+                        );
                     }
                 }
                 Err(p) => {
@@ -493,7 +515,10 @@ fn cmd_sign(a: SignArgs) -> Result<u8> {
         bail!("--append is for layouts only: a link carries one functionary's signature");
     }
     let pw = if a.prompt {
-        Some(rpassword::prompt_password("Password for the key(s): ").context("reading the password")?)
+        Some(
+            rpassword::prompt_password("Password for the key(s): ")
+                .context("reading the password")?,
+        )
     } else {
         None
     };
@@ -555,7 +580,10 @@ fn cmd_keygen(a: KeygenArgs) -> Result<u8> {
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".totogate-key-")
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
@@ -570,7 +598,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
 
 fn cmd_verify(a: VerifyArgs) -> Result<u8> {
     if a.verification_keys.is_empty() && a.gpg.is_empty() {
-        eprintln!("totogate verify: error: pass at least one key with --verification-keys (or --gpg)");
+        eprintln!(
+            "totogate verify: error: pass at least one key with --verification-keys (or --gpg)"
+        );
         return Ok(EXIT_USAGE);
     }
     if !a.gpg.is_empty() || a.gpg_home.is_some() {
@@ -588,7 +618,11 @@ fn cmd_verify(a: VerifyArgs) -> Result<u8> {
             let (k, v) = p
                 .split_once('=')
                 .ok_or_else(|| anyhow!("--param {p:?}: expected NAME=VALUE"))?;
-            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            if k.is_empty()
+                || !k
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
                 bail!("--param {p:?}: names are made of a-z A-Z 0-9 _ -");
             }
             m.insert(k.to_owned(), v.to_owned());
@@ -636,7 +670,10 @@ fn failure_code(e: &VerifyError) -> u8 {
     }
 }
 
-fn verdict_json(a: &VerifyArgs, r: std::result::Result<&verify::Outcome, &VerifyError>) -> serde_json::Value {
+fn verdict_json(
+    a: &VerifyArgs,
+    r: std::result::Result<&verify::Outcome, &VerifyError>,
+) -> serde_json::Value {
     match r {
         Ok(out) => serde_json::json!({
             "verdict": "pass",

@@ -46,7 +46,11 @@ pub struct Byproducts {
 /// Runs `argv` in the current directory with a timeout. With `capture`, its
 /// output is both shown and recorded (text, newlines normalised as Python's
 /// universal newlines do); otherwise it is discarded, as the reference does.
-pub fn execute(argv: &[String], capture: bool, timeout: Duration) -> Result<Byproducts, RecordError> {
+pub fn execute(
+    argv: &[String],
+    capture: bool,
+    timeout: Duration,
+) -> Result<Byproducts, RecordError> {
     execute_in(argv, capture, timeout, Path::new("."))
 }
 
@@ -59,7 +63,9 @@ pub fn execute_in(
 ) -> Result<Byproducts, RecordError> {
     let shown = argv.join(" ");
     let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..]).current_dir(dir).stdin(Stdio::inherit());
+    cmd.args(&argv[1..])
+        .current_dir(dir)
+        .stdin(Stdio::inherit());
     if capture {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     } else {
@@ -179,7 +185,11 @@ pub fn unfinished_file_name(step: &str, key: &PrivateKey) -> String {
 }
 
 /// Signs `link` into a new envelope of `kind`.
-pub fn sign_link(link: Link, kind: EnvelopeKind, key: &PrivateKey) -> Result<Envelope, RecordError> {
+pub fn sign_link(
+    link: Link,
+    kind: EnvelopeKind,
+    key: &PrivateKey,
+) -> Result<Envelope, RecordError> {
     let mut env = Envelope::new(kind, Payload::Link(link))?;
     env.sign(key)?;
     Ok(env)

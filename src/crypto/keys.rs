@@ -91,7 +91,9 @@ impl Scheme {
 pub enum KeyError {
     #[error("not a PEM public key (expected a '-----BEGIN PUBLIC KEY-----' SubjectPublicKeyInfo block): {0}")]
     BadPublicPem(spki::Error),
-    #[error("not a supported PEM private key (PKCS#8, encrypted PKCS#8, PKCS#1 RSA or SEC1 EC): {0}")]
+    #[error(
+        "not a supported PEM private key (PKCS#8, encrypted PKCS#8, PKCS#1 RSA or SEC1 EC): {0}"
+    )]
     BadPrivatePem(String),
     #[error("the private key is encrypted: pass its password (-P)")]
     PasswordNeeded,
@@ -159,7 +161,7 @@ impl PublicKey {
             return Err(KeyError::BadPublicPem(spki::Error::KeyMalformed));
         }
         let spki = spki::SubjectPublicKeyInfoRef::try_from(der.as_slice())
-            .map_err(|e| KeyError::BadPublicPem(e.into()))?;
+            .map_err(KeyError::BadPublicPem)?;
         let oid = spki.algorithm.oid;
         let verifier = if oid == ed25519_dalek::pkcs8::ALGORITHM_OID {
             Verifier::Ed25519(
@@ -194,8 +196,16 @@ impl PublicKey {
                 Scheme::RsassaPssSha256,
                 pem_of(k).unwrap_or_default(),
             ),
-            Verifier::P256(k) => (KeyType::Ecdsa, Scheme::EcdsaP256, pem_of(k).unwrap_or_default()),
-            Verifier::P384(k) => (KeyType::Ecdsa, Scheme::EcdsaP384, pem_of(k).unwrap_or_default()),
+            Verifier::P256(k) => (
+                KeyType::Ecdsa,
+                Scheme::EcdsaP256,
+                pem_of(k).unwrap_or_default(),
+            ),
+            Verifier::P384(k) => (
+                KeyType::Ecdsa,
+                Scheme::EcdsaP384,
+                pem_of(k).unwrap_or_default(),
+            ),
         };
         let base = json!({
             "keytype": keytype.as_str(),
@@ -221,7 +231,10 @@ impl PublicKey {
     /// `claimed` is the id the metadata files it under; it must match the
     /// computed one. Legacy dicts that carry `keyid_hash_algorithms` may have
     /// an id computed over that field too, as in-toto before 2.0 did.
-    pub fn from_dict(dict: &Map<String, Value>, claimed: Option<&str>) -> Result<PublicKey, KeyError> {
+    pub fn from_dict(
+        dict: &Map<String, Value>,
+        claimed: Option<&str>,
+    ) -> Result<PublicKey, KeyError> {
         let get = |field: &'static str| {
             dict.get(field)
                 .and_then(Value::as_str)
@@ -247,7 +260,9 @@ impl PublicKey {
                 let raw: [u8; 32] = hex::decode(public)
                     .ok()
                     .and_then(|v| v.try_into().ok())
-                    .ok_or_else(|| KeyError::BadKeyValue("ed25519 key is not 32 hex bytes".into()))?;
+                    .ok_or_else(|| {
+                        KeyError::BadKeyValue("ed25519 key is not 32 hex bytes".into())
+                    })?;
                 Verifier::Ed25519(
                     ed25519_dalek::VerifyingKey::from_bytes(&raw)
                         .map_err(|e| KeyError::BadKeyValue(e.to_string()))?,
@@ -413,7 +428,11 @@ impl PrivateKey {
                     .map_err(|e| KeyError::BadPrivatePem(e.to_string()))?;
                 return Ok(PrivateKey::from_signer(Signer::P384(k.into())));
             }
-            other => return Err(KeyError::BadPrivatePem(format!("unexpected PEM label {other:?}"))),
+            other => {
+                return Err(KeyError::BadPrivatePem(format!(
+                    "unexpected PEM label {other:?}"
+                )))
+            }
         };
         let info = pkcs8::PrivateKeyInfo::try_from(der.as_slice())
             .map_err(|e| KeyError::BadPrivatePem(e.to_string()))?;
@@ -432,13 +451,9 @@ impl PrivateKey {
             if let Ok(k) = p256::ecdsa::SigningKey::from_pkcs8_der(&der) {
                 Signer::P256(k)
             } else {
-                Signer::P384(
-                    p384::ecdsa::SigningKey::from_pkcs8_der(&der).map_err(|_| {
-                        KeyError::UnsupportedAlgorithm(
-                            "ecdsa on a curve other than P-256/P-384".into(),
-                        )
-                    })?,
-                )
+                Signer::P384(p384::ecdsa::SigningKey::from_pkcs8_der(&der).map_err(|_| {
+                    KeyError::UnsupportedAlgorithm("ecdsa on a curve other than P-256/P-384".into())
+                })?)
             }
         } else {
             return Err(KeyError::UnsupportedAlgorithm(oid.to_string()));
@@ -508,10 +523,9 @@ impl PrivateKey {
                 let mut iv = [0u8; 16];
                 rand_core::RngCore::fill_bytes(&mut OsRng, &mut salt);
                 rand_core::RngCore::fill_bytes(&mut OsRng, &mut iv);
-                let params = pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(
-                    600_000, &salt, &iv,
-                )
-                .map_err(|e| KeyError::Signing(e.to_string()))?;
+                let params =
+                    pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(600_000, &salt, &iv)
+                        .map_err(|e| KeyError::Signing(e.to_string()))?;
                 let info = pkcs8::PrivateKeyInfo::try_from(doc.as_bytes())
                     .map_err(|e| KeyError::Signing(e.to_string()))?;
                 info.encrypt_with_params(params, pw)
@@ -529,7 +543,8 @@ pub fn generate(keytype: KeyType, ecdsa_p384: bool) -> Result<PrivateKey, KeyErr
     let signer = match keytype {
         KeyType::Ed25519 => Signer::Ed25519(ed25519_dalek::SigningKey::generate(&mut OsRng)),
         KeyType::Rsa => Signer::Rsa(
-            rsa::RsaPrivateKey::new(&mut OsRng, 3072).map_err(|e| KeyError::Signing(e.to_string()))?,
+            rsa::RsaPrivateKey::new(&mut OsRng, 3072)
+                .map_err(|e| KeyError::Signing(e.to_string()))?,
         ),
         KeyType::Ecdsa if ecdsa_p384 => Signer::P384(p384::ecdsa::SigningKey::random(&mut OsRng)),
         KeyType::Ecdsa => Signer::P256(p256::ecdsa::SigningKey::random(&mut OsRng)),
@@ -575,7 +590,10 @@ mod tests {
     fn encrypted_pkcs8_roundtrip() {
         let k = generate(KeyType::Ed25519, false).unwrap();
         let pem = k.to_pkcs8_pem(Some("pw")).unwrap();
-        assert!(matches!(PrivateKey::from_pem(&pem, None), Err(KeyError::PasswordNeeded)));
+        assert!(matches!(
+            PrivateKey::from_pem(&pem, None),
+            Err(KeyError::PasswordNeeded)
+        ));
         assert!(matches!(
             PrivateKey::from_pem(&pem, Some("nope")),
             Err(KeyError::WrongPassword)

@@ -82,7 +82,9 @@ fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
 fn payload_from_value(v: &Value, path: &str) -> Result<Payload, FormatError> {
     match v.get("_type") {
         Some(Value::String(t)) if t == "link" => Ok(Payload::Link(Link::from_value(v, path)?)),
-        Some(Value::String(t)) if t == "layout" => Ok(Payload::Layout(Layout::from_value(v, path)?)),
+        Some(Value::String(t)) if t == "layout" => {
+            Ok(Payload::Layout(Layout::from_value(v, path)?))
+        }
         Some(Value::String(t)) => Err(err(
             format!("{path}._type"),
             Problem::WrongKind {
@@ -110,7 +112,8 @@ impl Envelope {
                 .get("payload")
                 .and_then(Value::as_str)
                 .ok_or_else(|| err("payload", Problem::WrongType("a base64 string")))?;
-            let dsse_payload = b64_decode(payload_b64).ok_or_else(|| err("payload", Problem::BadBase64))?;
+            let dsse_payload =
+                b64_decode(payload_b64).ok_or_else(|| err("payload", Problem::BadBase64))?;
             let inner = parse_strict(&dsse_payload, limits)
                 .map_err(|e| err("payload", Problem::BadPayload(e.to_string())))?;
             let payload = payload_from_value(&inner, "payload")?;

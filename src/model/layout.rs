@@ -3,7 +3,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use super::{err, is_hex, string_list, ArtifactRule, FormatError, Fields, Problem};
+use super::{err, is_hex, string_list, ArtifactRule, Fields, FormatError, Problem};
 use crate::crypto::PublicKey;
 
 /// A supply chain layout (spec §4.3), signed by the project owner.
@@ -56,7 +56,8 @@ impl Layout {
     pub fn from_value(v: &Value, path: &str) -> Result<Layout, FormatError> {
         let f = Fields::new(v, path)?;
         let expires = f.string("expires")?;
-        parse_expiry(&expires).ok_or_else(|| err(f.at("expires"), Problem::BadDate(expires.clone())))?;
+        parse_expiry(&expires)
+            .ok_or_else(|| err(f.at("expires"), Problem::BadDate(expires.clone())))?;
         let mut keys = BTreeMap::new();
         for (keyid, key) in f.object("keys")? {
             let at = format!("{}[{keyid:?}]", f.at("keys"));
@@ -67,9 +68,13 @@ impl Layout {
                 return Err(err(at, Problem::WrongType("a key object")));
             };
             if dict.get("keyid").and_then(Value::as_str) != Some(keyid.as_str()) {
-                return Err(err(format!("{at}.keyid"), Problem::Key(crate::crypto::KeyError::MissingField("keyid"))));
+                return Err(err(
+                    format!("{at}.keyid"),
+                    Problem::Key(crate::crypto::KeyError::MissingField("keyid")),
+                ));
             }
-            let key = PublicKey::from_dict(dict, Some(&keyid)).map_err(|e| err(at, Problem::Key(e)))?;
+            let key =
+                PublicKey::from_dict(dict, Some(&keyid)).map_err(|e| err(at, Problem::Key(e)))?;
             keys.insert(keyid, key);
         }
         let mut names = HashSet::new();
@@ -91,7 +96,10 @@ impl Layout {
             let pubkeys = sf.string_list("pubkeys")?;
             for (j, k) in pubkeys.iter().enumerate() {
                 if !is_hex(k) {
-                    return Err(err(format!("{}[{j}]", sf.at("pubkeys")), Problem::NotHex(k.clone())));
+                    return Err(err(
+                        format!("{}[{j}]", sf.at("pubkeys")),
+                        Problem::NotHex(k.clone()),
+                    ));
                 }
             }
             let threshold = match sf.get("threshold") {
@@ -180,5 +188,7 @@ pub fn parse_expiry(s: &str) -> Option<OffsetDateTime> {
 /// Formats an instant the way layouts store it.
 pub fn format_expiry(t: OffsetDateTime) -> String {
     let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    t.to_offset(time::UtcOffset::UTC).format(fmt).unwrap_or_default()
+    t.to_offset(time::UtcOffset::UTC)
+        .format(fmt)
+        .unwrap_or_default()
 }

@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
-use super::{err, is_hex, FormatError, Fields, Problem};
+use super::{err, is_hex, Fields, FormatError, Problem};
 
 /// Hash algorithm name → lowercase hex digest.
 pub type HashDict = BTreeMap<String, String>;
@@ -63,7 +63,12 @@ fn artifacts(f: &Fields, field: &str) -> Result<ArtifactMap, FormatError> {
                     dict.insert(alg, d);
                 }
                 Value::String(d) => return Err(err(format!("{path}.{alg}"), Problem::NotHex(d))),
-                _ => return Err(err(format!("{path}.{alg}"), Problem::WrongType("a hex string"))),
+                _ => {
+                    return Err(err(
+                        format!("{path}.{alg}"),
+                        Problem::WrongType("a hex string"),
+                    ))
+                }
             }
         }
         out.insert(name, dict);

@@ -11,7 +11,9 @@ mod layout;
 mod link;
 mod rule;
 
-pub use envelope::{Envelope, EnvelopeKind, Payload, Signature, SignatureProblem, DSSE_PAYLOAD_TYPE};
+pub use envelope::{
+    Envelope, EnvelopeKind, Payload, Signature, SignatureProblem, DSSE_PAYLOAD_TYPE,
+};
 pub use layout::{format_expiry, parse_expiry, Inspection, Layout, Step};
 pub use link::{ArtifactMap, HashDict, Link};
 pub use rule::{ArtifactRule, DestType, RuleError, RuleKind};
@@ -37,7 +39,10 @@ pub enum Problem {
     #[error("{0:?} is not a date of the form YYYY-MM-DDTHH:MM:SSZ")]
     BadDate(String),
     #[error("`_type` is {found:?}, expected {expected:?}")]
-    WrongKind { found: String, expected: &'static str },
+    WrongKind {
+        found: String,
+        expected: &'static str,
+    },
     #[error("name {0:?} is used twice (step and inspection names must be unique)")]
     DuplicateName(String),
     #[error(transparent)]

@@ -19,7 +19,11 @@ fn hexs() -> impl Strategy<Value = String> {
 fn artifacts() -> impl Strategy<Value = ArtifactMap> {
     proptest::collection::btree_map(
         text(),
-        proptest::collection::btree_map(prop_oneof!["sha256", "sha512"].prop_map(String::from), hexs(), 1..3),
+        proptest::collection::btree_map(
+            prop_oneof!["sha256", "sha512"].prop_map(String::from),
+            hexs(),
+            1..3,
+        ),
         0..6,
     )
 }
@@ -49,10 +53,19 @@ prop_compose! {
 
 fn rule() -> impl Strategy<Value = ArtifactRule> {
     prop_oneof![
-        (prop_oneof!["CREATE", "delete", "Modify", "ALLOW", "DISALLOW", "REQUIRE"], text())
+        (
+            prop_oneof!["CREATE", "delete", "Modify", "ALLOW", "DISALLOW", "REQUIRE"],
+            text()
+        )
             .prop_map(|(k, p)| vec![k.to_string(), p]),
-        (text(), text(), prop_oneof!["MATERIALS", "products"], text(), text()).prop_map(
-            |(p, sp, t, dp, n)| {
+        (
+            text(),
+            text(),
+            prop_oneof!["MATERIALS", "products"],
+            text(),
+            text()
+        )
+            .prop_map(|(p, sp, t, dp, n)| {
                 let mut w = vec!["MATCH".to_string(), p];
                 if !sp.is_empty() {
                     w.extend(["IN".to_string(), sp]);
@@ -63,8 +76,7 @@ fn rule() -> impl Strategy<Value = ArtifactRule> {
                 }
                 w.extend(["FROM".to_string(), n]);
                 w
-            }
-        ),
+            }),
     ]
     .prop_map(|w| ArtifactRule::parse(w).expect("generated rules are well formed"))
 }

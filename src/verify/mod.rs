@@ -72,7 +72,10 @@ pub enum VerifyError {
     #[error("no layout verification key given: pass at least one with --verification-keys")]
     NoLayoutKeys,
     #[error("layout is not signed by key {keyid} ({problem})")]
-    LayoutSignature { keyid: KeyId, problem: SignatureProblem },
+    LayoutSignature {
+        keyid: KeyId,
+        problem: SignatureProblem,
+    },
     #[error("{path}: expected a layout, found a {found}")]
     NotALayout { path: PathBuf, found: &'static str },
     #[error("layout expired {expires} (now {now})")]
@@ -80,10 +83,15 @@ pub enum VerifyError {
     #[error("{path}: {source}")]
     Format { path: PathBuf, source: FormatError },
     #[error("{path}: cannot read: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: is a symlink; link files must be regular files in the link directory")]
     SymlinkedLink { path: PathBuf },
-    #[error("step name {name:?} cannot name a file (it contains '/', is '.' or '..', or has a NUL)")]
+    #[error(
+        "step name {name:?} cannot name a file (it contains '/', is '.' or '..', or has a NUL)"
+    )]
     BadStepName { name: String },
     #[error("step `{step}`: needs {threshold} link(s) signed by distinct authorised keys, found {found}{}", ignored_suffix(.ignored))]
     Threshold {
@@ -93,13 +101,24 @@ pub enum VerifyError {
         ignored: Vec<IgnoredLink>,
     },
     #[error("step `{step}`: links {first} and {other} report different materials or products")]
-    Disagree { step: String, first: String, other: String },
+    Disagree {
+        step: String,
+        first: String,
+        other: String,
+    },
     #[error("{0}")]
     Rule(#[from] RuleFailure),
     #[error("inspection `{name}`: {source}")]
-    Inspection { name: String, source: RecordError },
+    Inspection {
+        name: String,
+        source: Box<RecordError>,
+    },
     #[error("inspection `{name}`: command {run:?} exited with {code}")]
-    InspectionFailed { name: String, run: Vec<String>, code: i32 },
+    InspectionFailed {
+        name: String,
+        run: Vec<String>,
+        code: i32,
+    },
     #[error("inspection `{name}` has no command to run")]
     InspectionEmpty { name: String },
     #[error("step `{step}`: sublayout nesting deeper than {limit}")]
@@ -147,7 +166,10 @@ pub enum Warning {
     },
     IgnoredLink(IgnoredLink),
     /// The rules do not end in `DISALLOW *`, so artifacts they do not name pass unchecked.
-    OpenRules { item: String, field: &'static str },
+    OpenRules {
+        item: String,
+        field: &'static str,
+    },
 }
 
 impl std::fmt::Display for Warning {
@@ -321,7 +343,10 @@ fn verify_chain(
                 .map(|i| (&i.name, &i.expected_materials, &i.expected_products)),
         )
     {
-        for (rules, field) in [(item.1, "expected_materials"), (item.2, "expected_products")] {
+        for (rules, field) in [
+            (item.1, "expected_materials"),
+            (item.2, "expected_products"),
+        ] {
             if !rules::ends_with_disallow_all(rules) {
                 warnings.push(Warning::OpenRules {
                     item: item.0.clone(),
@@ -355,7 +380,9 @@ fn verify_chain(
             let Some(key) = layout.keys.get(keyid) else {
                 ignored.push(IgnoredLink {
                     file,
-                    reason: format!("key {keyid} is listed for the step but not in the layout's keys"),
+                    reason: format!(
+                        "key {keyid} is listed for the step but not in the layout's keys"
+                    ),
                 });
                 continue;
             };
@@ -391,8 +418,9 @@ fn verify_chain(
                         signed_by: vec![key.keyid().clone()],
                     };
                     let sub_dir = link_dir.join(format!("{}.{}", step.name, short(keyid)));
-                    let sub_links = verify_chain(&sub_verified, &sub_dir, opts, depth + 1, warnings)
-                        .map_err(wrap)?;
+                    let sub_links =
+                        verify_chain(&sub_verified, &sub_dir, opts, depth + 1, warnings)
+                            .map_err(wrap)?;
                     summary_link(&step.name, &sub_verified.layout, &sub_links)
                 }
             };
@@ -445,8 +473,20 @@ fn verify_chain(
         reduced.iter().map(|(k, v)| (k.clone(), &v.link)).collect();
     for step in &layout.steps {
         let link = &reduced[&step.name].link;
-        rules::apply(&step.name, Side::Materials, &step.expected_materials, link, &step_links)?;
-        rules::apply(&step.name, Side::Products, &step.expected_products, link, &step_links)?;
+        rules::apply(
+            &step.name,
+            Side::Materials,
+            &step.expected_materials,
+            link,
+            &step_links,
+        )?;
+        rules::apply(
+            &step.name,
+            Side::Products,
+            &step.expected_products,
+            link,
+            &step_links,
+        )?;
     }
 
     // Inspections, then their rules against steps and inspections.
@@ -461,8 +501,20 @@ fn verify_chain(
     }
     for insp in &layout.inspect {
         let link = &inspection_links[&insp.name];
-        rules::apply(&insp.name, Side::Materials, &insp.expected_materials, link, &all)?;
-        rules::apply(&insp.name, Side::Products, &insp.expected_products, link, &all)?;
+        rules::apply(
+            &insp.name,
+            Side::Materials,
+            &insp.expected_materials,
+            link,
+            &all,
+        )?;
+        rules::apply(
+            &insp.name,
+            Side::Products,
+            &insp.expected_products,
+            link,
+            &all,
+        )?;
     }
     Ok(reduced)
 }
@@ -500,12 +552,17 @@ fn run_inspection(insp: &Inspection, opts: &Options) -> Result<Link, VerifyError
     let here = vec![".".to_string()];
     let wrap = |source| VerifyError::Inspection {
         name: insp.name.clone(),
-        source,
+        source: Box::new(source),
     };
-    let (materials, _) = digest::record(&here, &artifacts)
-        .map_err(|e| wrap(RecordError::Digest(e)))?;
-    let by = record::execute_in(&insp.run, false, opts.inspection_timeout, &opts.inspection_dir)
-        .map_err(wrap)?;
+    let (materials, _) =
+        digest::record(&here, &artifacts).map_err(|e| wrap(RecordError::Digest(e)))?;
+    let by = record::execute_in(
+        &insp.run,
+        false,
+        opts.inspection_timeout,
+        &opts.inspection_dir,
+    )
+    .map_err(wrap)?;
     if by.return_value != 0 {
         return Err(VerifyError::InspectionFailed {
             name: insp.name.clone(),
@@ -513,8 +570,8 @@ fn run_inspection(insp: &Inspection, opts: &Options) -> Result<Link, VerifyError
             code: by.return_value,
         });
     }
-    let (products, _) = digest::record(&here, &artifacts)
-        .map_err(|e| wrap(RecordError::Digest(e)))?;
+    let (products, _) =
+        digest::record(&here, &artifacts).map_err(|e| wrap(RecordError::Digest(e)))?;
     Ok(Link {
         name: insp.name.clone(),
         command: insp.run.clone(),
@@ -552,7 +609,9 @@ fn format_one(s: &str, params: &BTreeMap<String, String>) -> Result<String, Veri
                     }
                 }
                 let v = params.get(&name).ok_or_else(|| {
-                    VerifyError::Substitution(format!("{s:?} uses {{{name}}}, which no --param gives"))
+                    VerifyError::Substitution(format!(
+                        "{s:?} uses {{{name}}}, which no --param gives"
+                    ))
                 })?;
                 out.push_str(v);
             }

@@ -100,7 +100,11 @@ pub fn apply(
     for rule in rules {
         let filter = |pat: &str, queue: &BTreeSet<&str>| -> Vec<String> {
             let p = Pattern::new(pat);
-            queue.iter().filter(|a| p.matches(a)).map(|a| a.to_string()).collect()
+            queue
+                .iter()
+                .filter(|a| p.matches(a))
+                .map(|a| a.to_string())
+                .collect()
         };
         let consumed: Vec<String> = match rule.kind() {
             RuleKind::Allow(p) => filter(p, &queue),
@@ -221,7 +225,9 @@ mod tests {
     use crate::model::HashDict;
 
     fn h(x: &str) -> HashDict {
-        [("sha256".to_string(), x.to_string())].into_iter().collect()
+        [("sha256".to_string(), x.to_string())]
+            .into_iter()
+            .collect()
     }
     fn rule(s: &str) -> ArtifactRule {
         ArtifactRule::parse(s.split(' ').map(String::from).collect()).unwrap()
@@ -237,9 +243,17 @@ mod tests {
 
     #[test]
     fn create_modify_delete_disallow() {
-        let l = link(&[("a", "1"), ("b", "2")], &[("a", "1"), ("b", "3"), ("c", "4")]);
+        let l = link(
+            &[("a", "1"), ("b", "2")],
+            &[("a", "1"), ("b", "3"), ("c", "4")],
+        );
         let links = BTreeMap::new();
-        let rules = [rule("CREATE c"), rule("MODIFY b"), rule("ALLOW a"), rule("DISALLOW *")];
+        let rules = [
+            rule("CREATE c"),
+            rule("MODIFY b"),
+            rule("ALLOW a"),
+            rule("DISALLOW *"),
+        ];
         assert!(apply("s", Side::Products, &rules, &l, &links).is_ok());
         let rules = [rule("MODIFY a"), rule("DISALLOW *")];
         let err = apply("s", Side::Products, &rules, &l, &links).unwrap_err();
@@ -252,7 +266,14 @@ mod tests {
         let links = BTreeMap::new();
         assert!(apply("s", Side::Products, &[rule("REQUIRE bar")], &l, &links).is_ok());
         assert!(apply("s", Side::Products, &[rule("REQUIRE b*")], &l, &links).is_err());
-        assert!(apply("s", Side::Products, &[rule("ALLOW bar"), rule("REQUIRE bar")], &l, &links).is_err());
+        assert!(apply(
+            "s",
+            Side::Products,
+            &[rule("ALLOW bar"), rule("REQUIRE bar")],
+            &l,
+            &links
+        )
+        .is_err());
     }
 
     #[test]
@@ -261,7 +282,10 @@ mod tests {
         let other = link(&[], &[("build/x/y", "1"), ("build/z", "9")]);
         let mut links = BTreeMap::new();
         links.insert("b".to_string(), &other);
-        let rules = [rule("MATCH * IN out WITH PRODUCTS IN build FROM b"), rule("DISALLOW *")];
+        let rules = [
+            rule("MATCH * IN out WITH PRODUCTS IN build FROM b"),
+            rule("DISALLOW *"),
+        ];
         let err = apply("s", Side::Products, &rules, &src, &links).unwrap_err();
         match err {
             RuleFailure::Disallowed { artifacts, .. } => assert_eq!(artifacts, ["out/z"]),
@@ -285,11 +309,27 @@ mod proptests {
 
     fn rule() -> impl Strategy<Value = ArtifactRule> {
         prop_oneof![
-            (prop_oneof!["CREATE", "DELETE", "MODIFY", "ALLOW", "DISALLOW", "REQUIRE"], name())
+            (
+                prop_oneof!["CREATE", "DELETE", "MODIFY", "ALLOW", "DISALLOW", "REQUIRE"],
+                name()
+            )
                 .prop_map(|(k, p)| vec![k.to_string(), p]),
-            (name(), name(), prop_oneof!["MATERIALS", "PRODUCTS"], name()).prop_map(|(p, sp, t, dp)| {
-                vec!["MATCH".into(), p, "IN".into(), sp, "WITH".into(), t.to_string(), "IN".into(), dp, "FROM".into(), "other".into()]
-            }),
+            (name(), name(), prop_oneof!["MATERIALS", "PRODUCTS"], name()).prop_map(
+                |(p, sp, t, dp)| {
+                    vec![
+                        "MATCH".into(),
+                        p,
+                        "IN".into(),
+                        sp,
+                        "WITH".into(),
+                        t.to_string(),
+                        "IN".into(),
+                        dp,
+                        "FROM".into(),
+                        "other".into(),
+                    ]
+                }
+            ),
         ]
         .prop_map(|w| ArtifactRule::parse(w).unwrap())
     }

@@ -12,7 +12,9 @@ fn chain(dir: &Path, step: &str) -> String {
     for k in ["owner", "alice"] {
         ok(totogate().args(["keygen", k]).current_dir(dir));
     }
-    let out = ok(totogate().args(["keygen", "--json", "spare"]).current_dir(dir));
+    let out = ok(totogate()
+        .args(["keygen", "--json", "spare"])
+        .current_dir(dir));
     let _ = out;
     write(&dir.join("src/a.txt"), "hello\n");
     write(
@@ -27,20 +29,42 @@ fn chain(dir: &Path, step: &str) -> String {
         .to_string(),
     );
     ok(totogate()
-        .args(["layout", "layout.json", "-o", "root.layout", "--signing-key", "owner"])
+        .args([
+            "layout",
+            "layout.json",
+            "-o",
+            "root.layout",
+            "--signing-key",
+            "owner",
+        ])
         .current_dir(dir));
     std::fs::create_dir_all(dir.join("links")).unwrap();
     if step.contains('/') {
         return String::new(); // no link can even be written under such a name
     }
     ok(totogate()
-        .args(["run", "-n", step, "--signing-key", "alice", "-x", "-p", "src", "-d", "links"])
+        .args([
+            "run",
+            "-n",
+            step,
+            "--signing-key",
+            "alice",
+            "-x",
+            "-p",
+            "src",
+            "-d",
+            "links",
+        ])
         .current_dir(dir));
     // (A hostile step name such as `../evil` puts the link elsewhere.)
     match std::fs::read_dir(dir.join("links")).unwrap().next() {
         Some(link) => {
             let name = link.unwrap().file_name().into_string().unwrap();
-            name.trim_end_matches(".link").rsplit('.').next().unwrap().to_owned()
+            name.trim_end_matches(".link")
+                .rsplit('.')
+                .next()
+                .unwrap()
+                .to_owned()
         }
         None => String::new(),
     }
@@ -48,14 +72,27 @@ fn chain(dir: &Path, step: &str) -> String {
 
 fn verify(dir: &Path) -> Output {
     run(totogate()
-        .args(["verify", "-l", "root.layout", "--verification-keys", "owner.pub", "--link-dir", "links"])
+        .args([
+            "verify",
+            "-l",
+            "root.layout",
+            "--verification-keys",
+            "owner.pub",
+            "--link-dir",
+            "links",
+        ])
         .current_dir(dir))
 }
 
 #[track_caller]
 fn refused(out: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "expected a refusal (exit 1), got {}: {err}", out.status);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected a refusal (exit 1), got {}: {err}",
+        out.status
+    );
     assert!(err.contains(needle), "expected {needle:?} in: {err}");
     assert!(!err.contains("panicked"), "{err}");
 }
@@ -65,7 +102,11 @@ fn the_chain_passes_before_tampering() {
     let d = tempfile::tempdir().unwrap();
     chain(d.path(), "build");
     let out = verify(d.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -90,10 +131,22 @@ fn every_hostile_metadata_file_is_refused() {
         std::fs::write(&target, &good).unwrap();
         std::fs::copy(f, d.path().join("root.layout")).unwrap();
         let out = verify(d.path());
-        assert_ne!(out.status.code(), Some(0), "{} passed as a layout", f.display());
+        assert_ne!(
+            out.status.code(),
+            Some(0),
+            "{} passed as a layout",
+            f.display()
+        );
         assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
         ok(totogate()
-            .args(["layout", "layout.json", "-o", "root.layout", "--signing-key", "owner"])
+            .args([
+                "layout",
+                "layout.json",
+                "-o",
+                "root.layout",
+                "--signing-key",
+                "owner",
+            ])
             .current_dir(d.path()));
     }
 }
@@ -171,7 +224,14 @@ fn sublayout_recursing_through_a_symlinked_dir_is_refused() {
         .to_string(),
     );
     ok(totogate()
-        .args(["layout", "sub.json", "-o", &format!("links/build.{k8}.link"), "--signing-key", "alice"])
+        .args([
+            "layout",
+            "sub.json",
+            "-o",
+            &format!("links/build.{k8}.link"),
+            "--signing-key",
+            "alice",
+        ])
         .current_dir(dir));
     std::os::unix::fs::symlink(".", dir.join(format!("links/build.{k8}"))).unwrap();
     refused(&verify(dir), "sublayout nesting deeper than");

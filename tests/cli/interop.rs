@@ -27,7 +27,9 @@ const TYPES: [(&str, &[&str]); 4] = [
 ];
 
 fn ref_py(args: &[&str]) -> Output {
-    ok(oracle_python().arg(repo().join("tests/interop/ref.py")).args(args))
+    ok(oracle_python()
+        .arg(repo().join("tests/interop/ref.py"))
+        .args(args))
 }
 
 fn ref_json(args: &[&str]) -> Value {
@@ -58,11 +60,14 @@ fn tt_keys() -> &'static (PathBuf, Value) {
     KEYS.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap().keep();
         let mut ids = serde_json::Map::new();
-        let mut all: Vec<(&str, Vec<&str>)> =
-            TYPES.iter().map(|(n, a)| (*n, a.to_vec())).collect();
+        let mut all: Vec<(&str, Vec<&str>)> = TYPES.iter().map(|(n, a)| (*n, a.to_vec())).collect();
         all.push(("enc", vec!["-t", "ed25519", "-P", PW]));
         for (name, args) in all {
-            let out = ok(totogate().arg("keygen").arg(dir.join(name)).args(&args).arg("--json"));
+            let out = ok(totogate()
+                .arg("keygen")
+                .arg(dir.join(name))
+                .args(&args)
+                .arg("--json"));
             let v: Value = serde_json::from_slice(&out.stdout).unwrap();
             ids.insert(name.into(), v["keyid"].clone());
         }
@@ -138,9 +143,18 @@ fn totogate_chains_verify_under_reference() {
             let d = dir.path();
             let (owner, f1, f2) = (kd.join(t), kd.join(t), kd.join(next));
             let dsse_flag: &[&str] = if dsse { &["--use-dsse"] } else { &[] };
-            write(&d.join("layout.json"), &template(&pub_of(&f1), &pub_of(&f2)).to_string());
+            write(
+                &d.join("layout.json"),
+                &template(&pub_of(&f1), &pub_of(&f2)).to_string(),
+            );
             ok(totogate()
-                .args(["layout", "layout.json", "-o", "root.layout", "--signing-key"])
+                .args([
+                    "layout",
+                    "layout.json",
+                    "-o",
+                    "root.layout",
+                    "--signing-key",
+                ])
                 .arg(&owner)
                 .args(dsse_flag)
                 .current_dir(d));
@@ -164,18 +178,40 @@ fn totogate_chains_verify_under_reference() {
                 .args(["-p", "foo.tar", "foo.txt"])
                 .current_dir(d));
             let write_link = d.join(format!("write.{}.link", &ids[t].as_str().unwrap()[..8]));
-            let package_link = d.join(format!("package.{}.link", &ids[next].as_str().unwrap()[..8]));
-            assert!(write_link.is_file() && package_link.is_file(), "{tag}: links {:?}", link_files(d));
+            let package_link = d.join(format!(
+                "package.{}.link",
+                &ids[next].as_str().unwrap()[..8]
+            ));
+            assert!(
+                write_link.is_file() && package_link.is_file(),
+                "{tag}: links {:?}",
+                link_files(d)
+            );
             if dsse {
-                let v: Value = serde_json::from_slice(&std::fs::read(&package_link).unwrap()).unwrap();
+                let v: Value =
+                    serde_json::from_slice(&std::fs::read(&package_link).unwrap()).unwrap();
                 assert!(v.get("payload").is_some(), "{tag}: record stop kept DSSE");
             }
 
             // The reference accepts every signature ...
-            for (file, key) in [(&write_link, &f1), (&package_link, &f2), (&d.join("root.layout"), &owner)] {
+            for (file, key) in [
+                (&write_link, &f1),
+                (&package_link, &f2),
+                (&d.join("root.layout"), &owner),
+            ] {
                 let out = run(oracle("in-toto-sign")
-                    .arg("-f").arg(file).arg("-k").arg(pub_of(key)).arg("--verify"));
-                assert_eq!(code(&out), 0, "{tag}: in-toto-sign --verify {}:\n{}", file.display(), show(&out));
+                    .arg("-f")
+                    .arg(file)
+                    .arg("-k")
+                    .arg(pub_of(key))
+                    .arg("--verify"));
+                assert_eq!(
+                    code(&out),
+                    0,
+                    "{tag}: in-toto-sign --verify {}:\n{}",
+                    file.display(),
+                    show(&out)
+                );
             }
             // ... and the whole chain.
             let out = run(oracle("in-toto-verify")
@@ -199,7 +235,10 @@ fn totogate_encrypted_key_works_with_reference_run() {
     let d = dir.path();
     let key = kd.join("enc");
     let pem = std::fs::read_to_string(&key).unwrap();
-    assert!(pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"), "{pem}");
+    assert!(
+        pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"),
+        "{pem}"
+    );
     for dsse in [false, true] {
         let dsse_flag: &[&str] = if dsse { &["--use-dsse"] } else { &[] };
         ok(oracle("in-toto-run")
@@ -210,8 +249,18 @@ fn totogate_encrypted_key_works_with_reference_run() {
             .args(["--", "sh", "-c", "echo x > out"])
             .current_dir(d));
         let link = d.join(format!("enc.{}.link", &ids["enc"].as_str().unwrap()[..8]));
-        ok(totogate().args(["sign", "-f"]).arg(&link).arg("-k").arg(pub_of(&key)).arg("--verify"));
-        ok(oracle("in-toto-sign").arg("-f").arg(&link).arg("-k").arg(pub_of(&key)).arg("--verify"));
+        ok(totogate()
+            .args(["sign", "-f"])
+            .arg(&link)
+            .arg("-k")
+            .arg(pub_of(&key))
+            .arg("--verify"));
+        ok(oracle("in-toto-sign")
+            .arg("-f")
+            .arg(&link)
+            .arg("-k")
+            .arg(pub_of(&key))
+            .arg("--verify"));
         std::fs::remove_file(&link).unwrap();
     }
     // A wrong password is refused by the reference.
@@ -230,10 +279,16 @@ fn reference_chains_verify_under_totogate() {
     let (kd, ids) = ref_keys();
     for (i, (t, _)) in TYPES.iter().enumerate() {
         // The ed25519 chain's second functionary uses the encrypted key.
-        let next = if *t == "ed25519" { "enc" } else { TYPES[(i + 1) % TYPES.len()].0 };
+        let next = if *t == "ed25519" {
+            "enc"
+        } else {
+            TYPES[(i + 1) % TYPES.len()].0
+        };
         let extra = TYPES[(i + 2) % TYPES.len()].0;
         for dsse in [false, true] {
-            let tag = format!("owner/write {t}, package {next}, extra layout signer {extra}, dsse {dsse}");
+            let tag = format!(
+                "owner/write {t}, package {next}, extra layout signer {extra}, dsse {dsse}"
+            );
             let dir = tempfile::tempdir().unwrap();
             let d = dir.path();
             let (owner, f1, f2, second) = (kd.join(t), kd.join(t), kd.join(next), kd.join(extra));
@@ -274,10 +329,22 @@ fn reference_chains_verify_under_totogate() {
                 .args(["-p", "foo.tar", "foo.txt"])
                 .current_dir(d));
             let write_link = d.join(format!("write.{}.link", &ids[t].as_str().unwrap()[..8]));
-            let package_link = d.join(format!("package.{}.link", &ids[next].as_str().unwrap()[..8]));
+            let package_link = d.join(format!(
+                "package.{}.link",
+                &ids[next].as_str().unwrap()[..8]
+            ));
             // in-toto-sign re-signs the link (same key: same file name).
-            ok(oracle("in-toto-sign").arg("-f").arg(&write_link).arg("-k").arg(&f1).current_dir(d));
-            assert!(write_link.is_file() && package_link.is_file(), "{tag}: links {:?}", link_files(d));
+            ok(oracle("in-toto-sign")
+                .arg("-f")
+                .arg(&write_link)
+                .arg("-k")
+                .arg(&f1)
+                .current_dir(d));
+            assert!(
+                write_link.is_file() && package_link.is_file(),
+                "{tag}: links {:?}",
+                link_files(d)
+            );
 
             for (file, keys) in [
                 (&write_link, vec![&f1]),
@@ -286,8 +353,19 @@ fn reference_chains_verify_under_totogate() {
             ] {
                 for key in keys {
                     let out = run(totogate()
-                        .args(["sign", "-f"]).arg(file).arg("-k").arg(pub_of(key)).arg("--verify"));
-                    assert_eq!(code(&out), 0, "{tag}: totogate sign --verify {} with {}:\n{}", file.display(), key.display(), show(&out));
+                        .args(["sign", "-f"])
+                        .arg(file)
+                        .arg("-k")
+                        .arg(pub_of(key))
+                        .arg("--verify"));
+                    assert_eq!(
+                        code(&out),
+                        0,
+                        "{tag}: totogate sign --verify {} with {}:\n{}",
+                        file.display(),
+                        key.display(),
+                        show(&out)
+                    );
                 }
             }
             for tool in ["totogate", "in-toto-verify"] {
@@ -316,7 +394,10 @@ fn totogate_signs_with_reference_encrypted_key() {
     let d = dir.path();
     let key = kd.join("enc");
     let pem = std::fs::read_to_string(&key).unwrap();
-    assert!(pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"), "{pem}");
+    assert!(
+        pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"),
+        "{pem}"
+    );
     let link = d.join(format!("s.{}.link", &ids["enc"].as_str().unwrap()[..8]));
     for dsse in [false, true] {
         let dsse_flag: &[&str] = if dsse { &["--use-dsse"] } else { &[] };
@@ -327,20 +408,65 @@ fn totogate_signs_with_reference_encrypted_key() {
             .args(dsse_flag)
             .args(["--", "sh", "-c", "echo x > out"])
             .current_dir(d));
-        ok(oracle("in-toto-sign").arg("-f").arg(&link).arg("-k").arg(pub_of(&key)).arg("--verify"));
-        ok(totogate().args(["sign", "-f"]).arg(&link).arg("-k").arg(pub_of(&key)).arg("--verify"));
+        ok(oracle("in-toto-sign")
+            .arg("-f")
+            .arg(&link)
+            .arg("-k")
+            .arg(pub_of(&key))
+            .arg("--verify"));
+        ok(totogate()
+            .args(["sign", "-f"])
+            .arg(&link)
+            .arg("-k")
+            .arg(pub_of(&key))
+            .arg("--verify"));
         std::fs::remove_file(&link).unwrap();
     }
     // record start/stop and layout signing with the same encrypted key.
-    ok(totogate().args(["record", "start", "-n", "r", "--signing-key"]).arg(&key).args(["-P", PW]).current_dir(d));
-    ok(totogate().args(["record", "stop", "-n", "r", "--signing-key"]).arg(&key).args(["-P", PW]).current_dir(d));
+    ok(totogate()
+        .args(["record", "start", "-n", "r", "--signing-key"])
+        .arg(&key)
+        .args(["-P", PW])
+        .current_dir(d));
+    ok(totogate()
+        .args(["record", "stop", "-n", "r", "--signing-key"])
+        .arg(&key)
+        .args(["-P", PW])
+        .current_dir(d));
     let rlink = d.join(format!("r.{}.link", &ids["enc"].as_str().unwrap()[..8]));
-    ok(oracle("in-toto-sign").arg("-f").arg(&rlink).arg("-k").arg(pub_of(&key)).arg("--verify"));
-    write(&d.join("t.json"), &json!({"expires_in_days": 1, "steps": [], "inspect": []}).to_string());
-    ok(totogate().args(["layout", "t.json", "-o", "l.layout", "-P", PW, "--signing-key"]).arg(&key).current_dir(d));
-    ok(oracle("in-toto-sign").args(["-f", "l.layout", "-k"]).arg(pub_of(&key)).arg("--verify").current_dir(d));
+    ok(oracle("in-toto-sign")
+        .arg("-f")
+        .arg(&rlink)
+        .arg("-k")
+        .arg(pub_of(&key))
+        .arg("--verify"));
+    write(
+        &d.join("t.json"),
+        &json!({"expires_in_days": 1, "steps": [], "inspect": []}).to_string(),
+    );
+    ok(totogate()
+        .args([
+            "layout",
+            "t.json",
+            "-o",
+            "l.layout",
+            "-P",
+            PW,
+            "--signing-key",
+        ])
+        .arg(&key)
+        .current_dir(d));
+    ok(oracle("in-toto-sign")
+        .args(["-f", "l.layout", "-k"])
+        .arg(pub_of(&key))
+        .arg("--verify")
+        .current_dir(d));
     // The wrong password is refused.
-    let out = run(totogate().args(["run", "-n", "s", "-x", "--signing-key"]).arg(&key).args(["-P", "wrong"]).current_dir(d));
+    let out = run(totogate()
+        .args(["run", "-n", "s", "-x", "--signing-key"])
+        .arg(&key)
+        .args(["-P", "wrong"])
+        .current_dir(d));
     assert_ne!(code(&out), 0, "{}", show(&out));
     assert!(!link.exists());
 }
@@ -358,11 +484,20 @@ fn canonical_bytes_equal_securesystemslib() {
         let value: Value = serde_json::from_str(text).unwrap();
         match totogate::cjson::encode(&value) {
             Ok(bytes) if hex::encode(&bytes) == want => {}
-            Ok(bytes) => bad.push(format!("{text}: securesystemslib {want}, totogate {}", hex::encode(bytes))),
-            Err(e) => bad.push(format!("{text}: securesystemslib {want}, totogate error {e}")),
+            Ok(bytes) => bad.push(format!(
+                "{text}: securesystemslib {want}, totogate {}",
+                hex::encode(bytes)
+            )),
+            Err(e) => bad.push(format!(
+                "{text}: securesystemslib {want}, totogate error {e}"
+            )),
         }
     }
-    assert!(bad.is_empty(), "canonical JSON differs:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "canonical JSON differs:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]
@@ -375,18 +510,42 @@ fn reference_link_resigned_by_totogate_is_byte_identical() {
     for name in ["canon.link", "canon.dsse.link"] {
         let file = d.join(name);
         // The signature (over the canonical bytes / PAE) verifies in totogate.
-        ok(totogate().args(["sign", "-f"]).arg(&file).arg("-k").arg(pub_of(&key)).arg("--verify"));
+        ok(totogate()
+            .args(["sign", "-f"])
+            .arg(&file)
+            .arg("-k")
+            .arg(pub_of(&key))
+            .arg("--verify"));
         // Re-signing with the same (deterministic) ed25519 key gives the
         // reference's file, byte for byte ...
         let re = d.join(format!("tt-{name}"));
-        ok(totogate().args(["sign", "-f"]).arg(&file).arg("-k").arg(&key).arg("-o").arg(&re));
+        ok(totogate()
+            .args(["sign", "-f"])
+            .arg(&file)
+            .arg("-k")
+            .arg(&key)
+            .arg("-o")
+            .arg(&re));
         let (want, got) = (std::fs::read(&file).unwrap(), std::fs::read(&re).unwrap());
-        assert!(want == got, "{name}: totogate re-sign differs:\nreference: {}\ntotogate:  {}",
-            String::from_utf8_lossy(&want), String::from_utf8_lossy(&got));
+        assert!(
+            want == got,
+            "{name}: totogate re-sign differs:\nreference: {}\ntotogate:  {}",
+            String::from_utf8_lossy(&want),
+            String::from_utf8_lossy(&got)
+        );
         // ... and so does in-toto-sign's re-signing of totogate's file.
         let back = d.join(format!("ref-{name}"));
-        ok(oracle("in-toto-sign").arg("-f").arg(&re).arg("-k").arg(&key).arg("-o").arg(&back));
-        assert!(std::fs::read(&back).unwrap() == want, "{name}: in-toto-sign re-sign differs");
+        ok(oracle("in-toto-sign")
+            .arg("-f")
+            .arg(&re)
+            .arg("-k")
+            .arg(&key)
+            .arg("-o")
+            .arg(&back));
+        assert!(
+            std::fs::read(&back).unwrap() == want,
+            "{name}: in-toto-sign re-sign differs"
+        );
     }
 }
 
@@ -408,12 +567,28 @@ fn totogate_link_resigned_by_reference_is_byte_identical() {
             .args(dsse_flag)
             .args(["--", "sh", "-c", script])
             .current_dir(d));
-        let link = d.join(format!("strange-é.{}.link", &ids["ed25519"].as_str().unwrap()[..8]));
+        let link = d.join(format!(
+            "strange-é.{}.link",
+            &ids["ed25519"].as_str().unwrap()[..8]
+        ));
         let theirs = d.join(if dsse { "ref.dsse.out" } else { "ref.mb.out" });
-        ok(oracle("in-toto-sign").arg("-f").arg(&link).arg("-k").arg(&key).arg("-o").arg(&theirs));
-        let (ours, back) = (std::fs::read(&link).unwrap(), std::fs::read(&theirs).unwrap());
-        assert!(ours == back, "dsse {dsse}: in-toto-sign re-sign differs:\ntotogate:  {}\nreference: {}",
-            String::from_utf8_lossy(&ours), String::from_utf8_lossy(&back));
+        ok(oracle("in-toto-sign")
+            .arg("-f")
+            .arg(&link)
+            .arg("-k")
+            .arg(&key)
+            .arg("-o")
+            .arg(&theirs));
+        let (ours, back) = (
+            std::fs::read(&link).unwrap(),
+            std::fs::read(&theirs).unwrap(),
+        );
+        assert!(
+            ours == back,
+            "dsse {dsse}: in-toto-sign re-sign differs:\ntotogate:  {}\nreference: {}",
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&back)
+        );
         let text = String::from_utf8_lossy(&ours).to_string();
         if !dsse {
             assert!(text.contains("\\u0001"), "streams recorded: {text}");
@@ -428,23 +603,38 @@ fn keyids_equal_securesystemslib() {
     // Keys made by totogate: `keygen --json` keyid == SSlibKey keyid.
     let (kd, ids) = tt_keys();
     let names = ["ed25519", "rsa", "p256", "p384", "enc"];
-    let pubs: Vec<String> = names.iter().map(|n| s(&pub_of(&kd.join(n))).to_owned()).collect();
+    let pubs: Vec<String> = names
+        .iter()
+        .map(|n| s(&pub_of(&kd.join(n))).to_owned())
+        .collect();
     let mut args = vec!["keyid"];
     args.extend(pubs.iter().map(String::as_str));
     let theirs = ref_json(&args);
     for (i, n) in names.iter().enumerate() {
-        assert_eq!(ids[n], theirs[i][0], "{n}: totogate keygen keyid vs securesystemslib");
+        assert_eq!(
+            ids[n], theirs[i][0],
+            "{n}: totogate keygen keyid vs securesystemslib"
+        );
     }
     // Keys made by cryptography: the key dicts and ids totogate puts in a
     // layout == SSlibKey's.
     let (rd, rids) = ref_keys();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let keys: serde_json::Map<String, Value> =
-        names.iter().map(|n| (n.to_string(), json!(s(&pub_of(&rd.join(n)))))).collect();
-    write(&d.join("t.json"), &json!({"expires_in_days": 1, "keys": keys, "steps": [], "inspect": []}).to_string());
-    ok(totogate().args(["layout", "t.json", "-o", "l.layout", "--signing-key"]).arg(rd.join("ed25519")).current_dir(d));
-    let layout: Value = serde_json::from_slice(&std::fs::read(d.join("l.layout")).unwrap()).unwrap();
+    let keys: serde_json::Map<String, Value> = names
+        .iter()
+        .map(|n| (n.to_string(), json!(s(&pub_of(&rd.join(n))))))
+        .collect();
+    write(
+        &d.join("t.json"),
+        &json!({"expires_in_days": 1, "keys": keys, "steps": [], "inspect": []}).to_string(),
+    );
+    ok(totogate()
+        .args(["layout", "t.json", "-o", "l.layout", "--signing-key"])
+        .arg(rd.join("ed25519"))
+        .current_dir(d));
+    let layout: Value =
+        serde_json::from_slice(&std::fs::read(d.join("l.layout")).unwrap()).unwrap();
     let in_layout = layout["signed"]["keys"].as_object().unwrap();
     let mut args = vec!["keyid".to_owned()];
     args.extend(names.iter().map(|n| s(&pub_of(&rd.join(n))).to_owned()));
@@ -452,12 +642,18 @@ fn keyids_equal_securesystemslib() {
     for (i, n) in names.iter().enumerate() {
         let id = rids[n].as_str().unwrap();
         assert_eq!(theirs[i][0], json!(id));
-        let ours = in_layout.get(id).unwrap_or_else(|| panic!("{n}: keyid {id} not in {in_layout:?}"));
+        let ours = in_layout
+            .get(id)
+            .unwrap_or_else(|| panic!("{n}: keyid {id} not in {in_layout:?}"));
         let mut want = theirs[i][1].clone();
         want["keyid"] = json!(id);
         assert_eq!(ours, &want, "{n}: key dict");
     }
-    ok(oracle("in-toto-sign").args(["-f", "l.layout", "-k"]).arg(pub_of(&rd.join("ed25519"))).arg("--verify").current_dir(d));
+    ok(oracle("in-toto-sign")
+        .args(["-f", "l.layout", "-k"])
+        .arg(pub_of(&rd.join("ed25519")))
+        .arg("--verify")
+        .current_dir(d));
 }
 
 /// Integers outside the 64-bit range (e.g. 2**64, -2**63-1 in a link's
@@ -480,22 +676,40 @@ fn integers_beyond_64_bits() {
     );
     ok(oracle_python().arg("-c").arg(script).current_dir(d));
     for n in ["big.link", "neg.link"] {
-        ok(oracle("in-toto-sign").args(["-f", n, "-k"]).arg(pub_of(&key)).arg("--verify").current_dir(d));
-        ok(totogate().args(["sign", "-f", n, "-k"]).arg(pub_of(&key)).arg("--verify").current_dir(d));
+        ok(oracle("in-toto-sign")
+            .args(["-f", n, "-k"])
+            .arg(pub_of(&key))
+            .arg("--verify")
+            .current_dir(d));
+        ok(totogate()
+            .args(["sign", "-f", n, "-k"])
+            .arg(pub_of(&key))
+            .arg("--verify")
+            .current_dir(d));
     }
 }
 
 // ---------------------------------------------------------------- (d)
 
 fn flip_hex(c: u8) -> u8 {
-    if c == b'0' { b'1' } else { b'0' }
+    if c == b'0' {
+        b'1'
+    } else {
+        b'0'
+    }
 }
 
 /// Change one character of `needle` (at `at`) where it first occurs after
 /// `after`; the needle must occur there.
 fn flip_in(text: &str, after: &str, needle: &str, at: usize, to: Option<u8>) -> String {
-    let start = text.find(after).unwrap_or_else(|| panic!("{after:?} not in {text}"));
-    let pos = start + text[start..].find(needle).unwrap_or_else(|| panic!("{needle:?} not after {after:?} in {text}")) + at;
+    let start = text
+        .find(after)
+        .unwrap_or_else(|| panic!("{after:?} not in {text}"));
+    let pos = start
+        + text[start..]
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not after {after:?} in {text}"))
+        + at;
     let mut bytes = text.as_bytes().to_vec();
     bytes[pos] = to.unwrap_or_else(|| flip_hex(bytes[pos]));
     String::from_utf8(bytes).unwrap()
@@ -519,24 +733,42 @@ fn tampered(file: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
         Some(p) => serde_json::from_slice(&B64.decode(p.as_str().unwrap()).unwrap()).unwrap(),
         None => v["signed"].clone(),
     };
-    let hash = signed["products"]["foo.txt"]["sha256"].as_str().unwrap().to_owned();
+    let hash = signed["products"]["foo.txt"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mut out = vec![
-        ("product hash char", edit_signed(&|t| flip_in(t, "\"products\"", &hash, 17, None))),
-        ("name", edit_signed(&|t| flip_in(t, "\"name\"", "\"write\"", 5, Some(b'j')))),
-        ("command word", edit_signed(&|t| flip_in(t, "\"command\"", "\"echo hello > foo.txt\"", 9, Some(b'p')))),
+        (
+            "product hash char",
+            edit_signed(&|t| flip_in(t, "\"products\"", &hash, 17, None)),
+        ),
+        (
+            "name",
+            edit_signed(&|t| flip_in(t, "\"name\"", "\"write\"", 5, Some(b'j'))),
+        ),
+        (
+            "command word",
+            edit_signed(&|t| flip_in(t, "\"command\"", "\"echo hello > foo.txt\"", 9, Some(b'p'))),
+        ),
     ];
     if v.get("payload").is_some() {
         let mut v2 = v.clone();
-        let mut sig = B64.decode(v["signatures"][0]["sig"].as_str().unwrap()).unwrap();
+        let mut sig = B64
+            .decode(v["signatures"][0]["sig"].as_str().unwrap())
+            .unwrap();
         sig[10] ^= 0x01;
         v2["signatures"][0]["sig"] = json!(B64.encode(sig));
         out.push(("signature byte", serde_json::to_vec(&v2).unwrap()));
     } else {
-        out.push(("signature hex char", flip_in(text, "\"sig\"", "\"", 21, None).into_bytes()));
+        out.push((
+            "signature hex char",
+            flip_in(text, "\"sig\"", "\"", 21, None).into_bytes(),
+        ));
     }
     for (what, bytes) in &out {
         assert!(bytes.as_slice() != file, "{what}: nothing changed");
-        serde_json::from_slice::<Value>(bytes).unwrap_or_else(|e| panic!("{what}: invalid JSON {e}"));
+        serde_json::from_slice::<Value>(bytes)
+            .unwrap_or_else(|e| panic!("{what}: invalid JSON {e}"));
     }
     out
 }
@@ -576,8 +808,18 @@ fn tampered_links_refused_by_both() {
     for (tag, link, key) in cases {
         let original = std::fs::read(&link).unwrap();
         let check = |file: &Path| -> (i32, i32) {
-            let r = run(oracle("in-toto-sign").arg("-f").arg(file).arg("-k").arg(&key).arg("--verify"));
-            let t = run(totogate().args(["sign", "-f"]).arg(file).arg("-k").arg(&key).arg("--verify"));
+            let r = run(oracle("in-toto-sign")
+                .arg("-f")
+                .arg(file)
+                .arg("-k")
+                .arg(&key)
+                .arg("--verify"));
+            let t = run(totogate()
+                .args(["sign", "-f"])
+                .arg(file)
+                .arg("-k")
+                .arg(&key)
+                .arg("--verify"));
             (code(&r), code(&t))
         };
         assert_eq!(check(&link), (0, 0), "{tag}: untampered link");

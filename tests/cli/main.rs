@@ -1,7 +1,9 @@
 //! End-to-end tests of the built `totogate` binary. Tests that compare with
 //! the reference implementation provision it (`scripts/oracle-venv.sh`).
 
+mod authoring;
 mod common;
-mod interop;
 mod hostile;
+mod interop;
+mod sample;
 mod scenarios;

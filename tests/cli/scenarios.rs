@@ -23,7 +23,10 @@ fn same_verdict_as_reference_on_every_scenario() {
         // Each tool runs in its own copy: inspections write into their cwd.
         let copy = |tag: &str| {
             let to = dir.path().join(format!(".{tag}-{name}"));
-            ok(std::process::Command::new("cp").arg("-a").arg(&sdir).arg(&to));
+            ok(std::process::Command::new("cp")
+                .arg("-a")
+                .arg(&sdir)
+                .arg(&to));
             to
         };
         let (rd, td) = (copy("ref"), copy("tt"));
@@ -43,6 +46,15 @@ fn same_verdict_as_reference_on_every_scenario() {
             ));
         }
     }
-    assert!(mismatches.is_empty(), "{} of {} scenarios differ:\n{}", mismatches.len(), index.len(), mismatches.join("\n"));
-    eprintln!("{} scenarios: same verdict as in-toto-verify 3.1.0", index.len());
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} scenarios differ:\n{}",
+        mismatches.len(),
+        index.len(),
+        mismatches.join("\n")
+    );
+    eprintln!(
+        "{} scenarios: same verdict as in-toto-verify 3.1.0",
+        index.len()
+    );
 }
