@@ -40,15 +40,22 @@ work=$(realpath -m "$BENCH_DIR/hashing")
 mkdir -p "$work/out-tg" "$work/out-ref" "$work/results"
 cd "$work"
 
+# Benchmark a private copy of the binary: a concurrent `cargo build` must not
+# swap it mid-run. Its sha256 and the source commit are printed for the record.
+src_rev=$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)
+cp "$TOTOGATE" "$work/totogate.bin"
+echo "# binary:    $TOTOGATE (copied to $work/totogate.bin, sha256 $(sha256sum "$work/totogate.bin" | cut -c1-16), tree $src_rev, built $(date -u -r "$TOTOGATE" +%FT%TZ))"
+TOTOGATE=$work/totogate.bin
+
 echo "# totogate:  $TOTOGATE ($("$TOTOGATE" --version))"
 echo "# reference: $ORACLE_BIN/in-toto-run ($("$ORACLE_BIN/in-toto-run" --version 2>&1 | head -1))"
 echo "# openssl:   $(openssl version)"
 echo "# machine:   nproc=$(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(date -u +%FT%TZ)"
 
 # --- signing key (ed25519, made by totogate) --------------------------------
-# `totogate keygen` writes PKCS#8 v2 (RFC 5958, with the public key); the
-# reference (pyca/cryptography 50) and OpenSSL 3.0 refuse that ("ASN.1 parsing
-# error: extra data"), so if in-toto-run cannot sign with it, fall back to an
+# `totogate keygen` before commit 67253a4 wrote PKCS#8 v2 (RFC 5958, with the
+# public key), which the reference (pyca/cryptography 50) and OpenSSL 3.0
+# refuse ("ASN.1 parsing error: extra data"), so if in-toto-run cannot sign with it, fall back to an
 # OpenSSL-made ed25519 key (PKCS#8 v1), which both tools read.
 make_key() { # NAME
   local k=$1 probe

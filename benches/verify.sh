@@ -35,7 +35,6 @@ ORACLE_BIN=$(realpath "$ORACLE_BIN")
 [ -x "$TOTOGATE" ] || die "not executable: $TOTOGATE"
 [ -x "$ORACLE_BIN/in-toto-verify" ] || die "no in-toto-verify in $ORACLE_BIN"
 for t in hyperfine openssl jq; do command -v $t >/dev/null || die "needs $t (apt-get install -y $t)"; done
-TG=$TOTOGATE
 REF_VERIFY=$ORACLE_BIN/in-toto-verify
 REF_RUN=$ORACLE_BIN/in-toto-run
 
@@ -43,13 +42,21 @@ work=$(realpath -m "$BENCH_DIR/verify")
 mkdir -p "$work/results"
 cd "$work"
 
+# Benchmark a private copy of the binary: a concurrent `cargo build` must not
+# swap it mid-run. Its sha256 and the source commit are printed for the record.
+src_rev=$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)
+cp "$TOTOGATE" "$work/totogate.bin"
+echo "# binary:    $TOTOGATE (copied to $work/totogate.bin, sha256 $(sha256sum "$work/totogate.bin" | cut -c1-16), tree $src_rev, built $(date -u -r "$TOTOGATE" +%FT%TZ))"
+TOTOGATE=$work/totogate.bin
+TG=$TOTOGATE
+
 echo "# totogate:  $TG ($("$TG" --version))"
 echo "# reference: $REF_VERIFY ($("$REF_VERIFY" --version 2>&1 | head -1))"
 echo "# machine:   nproc=$(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(date -u +%FT%TZ)"
 
-# `totogate keygen` writes PKCS#8 v2 (RFC 5958, with the public key); the
-# reference (pyca/cryptography 50) and OpenSSL 3.0 refuse that ("ASN.1 parsing
-# error: extra data"). Keys are only needed by `totogate run`/`layout` here,
+# `totogate keygen` before commit 67253a4 wrote PKCS#8 v2 (RFC 5958, with the
+# public key), which the reference (pyca/cryptography 50) and OpenSSL 3.0
+# refuse ("ASN.1 parsing error: extra data"). Keys are only needed by `totogate run`/`layout` here,
 # but keep them usable by both: fall back to an OpenSSL-made ed25519 key.
 make_key() { # NAME
   local k=$1 probe

@@ -151,9 +151,8 @@ impl Excluder {
 
 /// Records `paths` into an artifact map (hash dicts by normalised path).
 pub fn record(paths: &[String], opts: &RecordOptions) -> Result<(ArtifactMap, Notes), DigestError> {
-    let mut notes = Notes::default();
     if paths.is_empty() {
-        return Ok((ArtifactMap::new(), notes));
+        return Ok((ArtifactMap::new(), Notes::default()));
     }
     for (i, a) in opts.lstrip_paths.iter().enumerate() {
         for b in &opts.lstrip_paths[i + 1..] {
@@ -176,69 +175,79 @@ pub fn record(paths: &[String], opts: &RecordOptions) -> Result<(ArtifactMap, No
         }
     };
 
-    // (key, filesystem path) in discovery order.
-    let mut files: Vec<(String, PathBuf)> = Vec::new();
-    for given in paths {
-        let (prefix, raw) = match given.strip_prefix("file:") {
-            Some(rest) => ("file:", rest),
-            None => ("", given.as_str()),
-        };
-        let path = normpath(raw);
-        let on_disk = fs_path(&path);
-        let meta = match std::fs::metadata(&on_disk) {
-            Ok(m) => m,
-            Err(_) => {
-                if !ex.excluded(&path, false) {
-                    notes.skipped_missing.push(given.clone());
+    // Discovery (walk, excludes, lstrip) runs on its own thread and feeds
+    // the hashing pool as it goes, so walking overlaps hashing.
+    let (tx, rx) = std::sync::mpsc::channel::<(String, PathBuf)>();
+    let discover = |tx: std::sync::mpsc::Sender<(String, PathBuf)>| -> Result<Notes, DigestError> {
+        let mut notes = Notes::default();
+        let mut seen = std::collections::HashSet::new();
+        let mut emit = |prefix: &str, path: &str, on_disk: PathBuf| -> Result<(), DigestError> {
+            let mut stripped = path;
+            for lp in &opts.lstrip_paths {
+                if let Some(rest) = path.strip_prefix(lp.as_str()) {
+                    stripped = rest;
+                    break;
                 }
+            }
+            if !opts.lstrip_paths.is_empty() && !seen.insert(stripped.to_owned()) {
+                return Err(DigestError::PrefixCollision(stripped.to_owned()));
+            }
+            // The receiver only goes away if hashing failed; that error wins.
+            let _ = tx.send((format!("{prefix}{stripped}"), on_disk));
+            Ok(())
+        };
+        for given in paths {
+            let (prefix, raw) = match given.strip_prefix("file:") {
+                Some(rest) => ("file:", rest),
+                None => ("", given.as_str()),
+            };
+            let path = normpath(raw);
+            let on_disk = fs_path(&path);
+            let meta = match std::fs::metadata(&on_disk) {
+                Ok(m) => m,
+                Err(_) => {
+                    if !ex.excluded(&path, false) {
+                        notes.skipped_missing.push(given.clone());
+                    }
+                    continue;
+                }
+            };
+            if ex.excluded(&path, meta.is_dir()) {
                 continue;
             }
-        };
-        if ex.excluded(&path, meta.is_dir()) {
-            continue;
-        }
-        if meta.is_file() {
-            files.push((format!("{prefix}{path}"), on_disk));
-        } else if meta.is_dir() {
-            walk(
-                &path,
-                &on_disk,
-                prefix,
-                opts.follow_symlink_dirs,
-                &ex,
-                &mut files,
-            )?;
-        }
-    }
-
-    // Keys, lstrip and collisions first (cheap), then hash in parallel.
-    let mut keyed: Vec<(String, PathBuf)> = Vec::with_capacity(files.len());
-    let mut seen = std::collections::HashSet::new();
-    for (key, p) in files {
-        let (prefix, path) = match key.strip_prefix("file:") {
-            Some(rest) => ("file:", rest.to_owned()),
-            None => ("", key.clone()),
-        };
-        let mut stripped = path.clone();
-        for lp in &opts.lstrip_paths {
-            if let Some(rest) = path.strip_prefix(lp.as_str()) {
-                stripped = rest.to_owned();
-                break;
+            if meta.is_file() {
+                emit(prefix, &path, on_disk)?;
+            } else if meta.is_dir() {
+                walk(
+                    &path,
+                    &on_disk,
+                    prefix,
+                    opts.follow_symlink_dirs,
+                    &ex,
+                    &mut emit,
+                )?;
             }
         }
-        if !opts.lstrip_paths.is_empty() && !seen.insert(stripped.clone()) {
-            return Err(DigestError::PrefixCollision(stripped));
-        }
-        keyed.push((format!("{prefix}{stripped}"), p));
-    }
-    let hashed: Vec<(String, HashDict)> = keyed
-        .into_par_iter()
-        .map(|(key, p)| {
-            hash_file(&p, &opts.algorithms, opts.normalize_line_endings)
-                .map(|h| (key, h))
-                .map_err(|source| DigestError::Io { path: p, source })
-        })
-        .collect::<Result<_, _>>()?;
+        Ok(notes)
+    };
+    let (walked, hashed) = std::thread::scope(|scope| {
+        let walker = scope.spawn(move || discover(tx));
+        let hashed: Result<Vec<(String, HashDict)>, DigestError> = rx
+            .into_iter()
+            .par_bridge()
+            .map(|(key, p)| {
+                hash_file(&p, &opts.algorithms, opts.normalize_line_endings)
+                    .map(|h| (key, h))
+                    .map_err(|source| DigestError::Io { path: p, source })
+            })
+            .collect();
+        (walker.join(), hashed)
+    });
+    let notes = match walked {
+        Ok(r) => r?,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    let hashed = hashed?;
     Ok((hashed.into_iter().collect::<BTreeMap<_, _>>(), notes))
 }
 
@@ -248,7 +257,7 @@ fn walk(
     prefix: &str,
     follow: bool,
     ex: &Excluder,
-    out: &mut Vec<(String, PathBuf)>,
+    emit: &mut dyn FnMut(&str, &str, PathBuf) -> Result<(), DigestError>,
 ) -> Result<(), DigestError> {
     let mut it = walkdir::WalkDir::new(disk_root)
         .follow_links(follow)
@@ -293,11 +302,13 @@ fn walk(
         }
         // Follows symlinks: a link to a file counts under the link's name;
         // a broken link, or a link to a directory we do not follow, is skipped.
-        match std::fs::metadata(entry.path()) {
-            Ok(m) if m.is_file() => {
-                out.push((format!("{prefix}{key}"), entry.path().to_path_buf()))
-            }
-            _ => {}
+        let is_file = if ft.is_symlink() {
+            std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file())
+        } else {
+            ft.is_file()
+        };
+        if is_file {
+            emit(prefix, &key, entry.into_path())?;
         }
     }
     Ok(())
@@ -307,14 +318,31 @@ const CHUNK: usize = 1 << 20;
 
 /// Streams one file through every requested hash.
 pub fn hash_file(path: &Path, algs: &[HashAlg], normalize_eol: bool) -> io::Result<HashDict> {
+    thread_local! {
+        // One read buffer per hashing thread: a fresh 1 MiB buffer per file
+        // costs an mmap/munmap pair each, which dominates on small files.
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; CHUNK]);
+    }
+    BUF.with(|buf| hash_file_with(path, algs, normalize_eol, &mut buf.borrow_mut()))
+}
+
+fn hash_file_with(
+    path: &Path,
+    algs: &[HashAlg],
+    normalize_eol: bool,
+    buf: &mut [u8],
+) -> io::Result<HashDict> {
     let mut f = File::open(path)?;
     let mut s256 = algs.contains(&HashAlg::Sha256).then(Sha256::new);
     let mut s512 = algs.contains(&HashAlg::Sha512).then(Sha512::new);
-    let mut buf = vec![0u8; CHUNK];
     let mut norm = Vec::new();
     let mut pending_cr = false;
     loop {
-        let n = f.read(&mut buf)?;
+        let n = match f.read(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             break;
         }

@@ -60,6 +60,8 @@ pub struct Envelope {
     signed_bytes: Vec<u8>,
     /// DSSE only: the payload bytes as carried.
     dsse_payload: Vec<u8>,
+    /// Metablock only: the payload as a JSON value, built once.
+    payload_value: Value,
 }
 
 fn b64_decode(s: &str) -> Option<Vec<u8>> {
@@ -136,6 +138,7 @@ impl Envelope {
                 payload,
                 signatures,
                 dsse_payload,
+                payload_value: Value::Null,
             })
         } else if let Some(signed) = top.get("signed") {
             let payload = payload_from_value(signed, "signed")?;
@@ -169,13 +172,13 @@ impl Envelope {
         signatures: Vec<Signature>,
     ) -> Result<Envelope, cjson::CanonicalError> {
         let value = payload.to_value();
-        let (signed_bytes, dsse_payload) = match kind {
+        let (signed_bytes, dsse_payload, payload_value) = match kind {
             // Opaque fields (byproducts, environment) may hold floats, which
             // canonical JSON cannot encode: such a Metablock cannot be signed.
-            EnvelopeKind::Metablock => (cjson::encode(&value)?, Vec::new()),
+            EnvelopeKind::Metablock => (cjson::encode(&value)?, Vec::new(), value),
             EnvelopeKind::Dsse => {
                 let p = to_python_json(&value, PyStyle::Default).into_bytes();
-                (pae(DSSE_PAYLOAD_TYPE, &p), p)
+                (pae(DSSE_PAYLOAD_TYPE, &p), p, Value::Null)
             }
         };
         Ok(Envelope {
@@ -184,6 +187,7 @@ impl Envelope {
             signatures,
             signed_bytes,
             dsse_payload,
+            payload_value,
         })
     }
 
@@ -260,8 +264,10 @@ impl Envelope {
                         Value::Object(m)
                     })
                     .collect();
-                let doc = json!({"signatures": sigs, "signed": self.payload.to_value()});
-                to_python_json(&doc, PyStyle::Indent1).into_bytes()
+                let mut doc = Map::new();
+                doc.insert("signatures".into(), Value::Array(sigs));
+                doc.insert("signed".into(), self.payload_value.clone());
+                to_python_json(&Value::Object(doc), PyStyle::Indent1).into_bytes()
             }
             EnvelopeKind::Dsse => {
                 use base64::engine::general_purpose::STANDARD;
