@@ -1,4 +1,5 @@
 //! The `totogate` command line. Only here: clap parsing, printing, exit codes.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -610,7 +611,7 @@ fn cmd_verify(a: VerifyArgs) -> Result<u8> {
     for p in &a.verification_keys {
         keys.push(load_public(p)?);
     }
-    let mut opts = Options::new(&a.link_dir);
+    let mut opts = Options::new();
     opts.inspection_timeout = Duration::from_secs(a.inspection_timeout);
     if !a.params.is_empty() {
         let mut m = std::collections::BTreeMap::new();
@@ -629,7 +630,8 @@ fn cmd_verify(a: VerifyArgs) -> Result<u8> {
         }
         opts.params = Some(m);
     }
-    let result = verify::verify_root(&a.layout, &keys, &opts);
+    let links = verify::DirLinks(a.link_dir.clone());
+    let result = verify::verify_root(&a.layout, &keys, &links, &verify::HostRunner, &opts);
     let (code, report) = match &result {
         Ok(out) => (0, verdict_json(&a, Ok(out))),
         Err(e) => (failure_code(e), verdict_json(&a, Err(e))),

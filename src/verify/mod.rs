@@ -23,7 +23,7 @@ use crate::json::JsonLimits;
 use crate::model::{
     ArtifactRule, Envelope, FormatError, Inspection, Layout, Link, Payload, SignatureProblem,
 };
-use crate::record::{self, RecordError};
+use crate::record;
 use rules::{RuleFailure, Side};
 
 /// A layout whose signatures were checked against keys the caller trusts and
@@ -111,7 +111,7 @@ pub enum VerifyError {
     #[error("inspection `{name}`: {source}")]
     Inspection {
         name: String,
-        source: Box<RecordError>,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("inspection `{name}`: command {run:?} exited with {code}")]
     InspectionFailed {
@@ -191,7 +191,6 @@ impl std::fmt::Display for Warning {
 /// Everything the caller decides about a verification run.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub link_dir: PathBuf,
     /// Where inspections run and whose contents they record.
     pub inspection_dir: PathBuf,
     pub inspection_timeout: Duration,
@@ -203,10 +202,15 @@ pub struct Options {
     pub max_sublayout_depth: usize,
 }
 
+impl Default for Options {
+    fn default() -> Self {
+        Options::new()
+    }
+}
+
 impl Options {
-    pub fn new(link_dir: impl Into<PathBuf>) -> Options {
+    pub fn new() -> Options {
         Options {
-            link_dir: link_dir.into(),
             inspection_dir: PathBuf::from("."),
             inspection_timeout: Duration::from_secs(10),
             params: None,
@@ -292,16 +296,77 @@ fn read_capped(path: &Path, cap: usize) -> Result<Vec<u8>, VerifyError> {
     Ok(out)
 }
 
+/// Where link files come from: a directory, or fetched metadata.
+pub trait LinkSource: Sync {
+    /// The bytes of link file `name` in `subdir` (empty at the top, then
+    /// `<step>.<keyid8>` per sublayout level); `None` when there is none.
+    fn fetch(&self, subdir: &Path, name: &str, limits: JsonLimits) -> Result<Option<Vec<u8>>, VerifyError>;
+    /// How to show that file in messages (a path or a URL).
+    fn describe(&self, subdir: &Path, name: &str) -> String;
+    /// A hint that these files will be asked for next (sources that fetch
+    /// over the network fetch them concurrently).
+    fn prefetch(&self, _subdir: &Path, _names: &[String]) {}
+}
+
+/// Link files in a directory, as `in-toto-verify --link-dir`.
+#[derive(Debug, Clone)]
+pub struct DirLinks(pub PathBuf);
+
+impl LinkSource for DirLinks {
+    fn fetch(&self, subdir: &Path, name: &str, limits: JsonLimits) -> Result<Option<Vec<u8>>, VerifyError> {
+        let path = self.0.join(subdir).join(name);
+        match std::fs::symlink_metadata(&path) {
+            Err(_) => Ok(None), // missing: the threshold check speaks for it
+            Ok(m) if m.file_type().is_symlink() => Err(VerifyError::SymlinkedLink { path }),
+            Ok(_) => read_capped(&path, limits.max_bytes).map(Some),
+        }
+    }
+    fn describe(&self, subdir: &Path, name: &str) -> String {
+        self.0.join(subdir).join(name).display().to_string()
+    }
+}
+
+/// Runs an inspection's command in a directory; returns its exit code.
+pub trait InspectionRunner: Sync {
+    fn run(&self, argv: &[String], dir: &Path, timeout: Duration) -> Result<i32, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// Runs inspections directly on the host, as the reference does.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostRunner;
+
+impl InspectionRunner for HostRunner {
+    fn run(&self, argv: &[String], dir: &Path, timeout: Duration) -> Result<i32, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(record::execute_in(argv, false, timeout, dir)?.return_value)
+    }
+}
+
 /// Full verification of a root layout file.
 pub fn verify_root(
     layout_path: &Path,
     trusted: &[PublicKey],
+    links: &dyn LinkSource,
+    runner: &dyn InspectionRunner,
     opts: &Options,
 ) -> Result<Outcome, VerifyError> {
     let env = load(layout_path, opts.limits)?;
-    let layout = verify_layout(&env, layout_path, trusted, opts.expiry, opts.now)?;
+    verify_envelope(&env, layout_path, trusted, links, runner, opts)
+}
+
+/// Full verification of an already loaded root layout envelope (`origin`
+/// names it in messages).
+pub fn verify_envelope(
+    env: &Envelope,
+    origin: &Path,
+    trusted: &[PublicKey],
+    links: &dyn LinkSource,
+    runner: &dyn InspectionRunner,
+    opts: &Options,
+) -> Result<Outcome, VerifyError> {
+    let layout = verify_layout(env, origin, trusted, opts.expiry, opts.now)?;
     let mut warnings = Vec::new();
-    let steps = verify_chain(&layout, &opts.link_dir, opts, 0, &mut warnings)?;
+    let cx = Cx { links, runner, opts };
+    let steps = verify_chain(&layout, Path::new(""), &cx, 0, &mut warnings)?;
     Ok(Outcome {
         layout,
         steps,
@@ -320,14 +385,21 @@ fn short(keyid: &str) -> &str {
     &keyid[..keyid.len().min(8)]
 }
 
+struct Cx<'a> {
+    links: &'a dyn LinkSource,
+    runner: &'a dyn InspectionRunner,
+    opts: &'a Options,
+}
+
 /// Steps 4–13 of the workflow for one (sub)layout; returns the reduced links.
 fn verify_chain(
     verified: &VerifiedLayout,
-    link_dir: &Path,
-    opts: &Options,
+    subdir: &Path,
+    cx: &Cx,
     depth: usize,
     warnings: &mut Vec<Warning>,
 ) -> Result<BTreeMap<String, VerifiedLink>, VerifyError> {
+    let opts = cx.opts;
     let layout = match &opts.params {
         Some(params) => substitute(&verified.layout, params)?,
         None => verified.layout.clone(),
@@ -358,8 +430,15 @@ fn verify_chain(
 
     // Links, signatures, sublayouts, thresholds.
     let mut reduced: BTreeMap<String, VerifiedLink> = BTreeMap::new();
+    let mut wanted = Vec::new();
     for step in &layout.steps {
         check_step_name(&step.name)?;
+        for keyid in &step.pubkeys {
+            wanted.push(format!("{}.{}.link", step.name, short(keyid)));
+        }
+    }
+    cx.links.prefetch(subdir, &wanted);
+    for step in &layout.steps {
         let mut verified_links: Vec<VerifiedLink> = Vec::new();
         let mut ignored: Vec<IgnoredLink> = Vec::new();
         let mut seen = BTreeSet::new();
@@ -368,15 +447,13 @@ fn verify_chain(
                 continue;
             }
             let file = format!("{}.{}.link", step.name, short(keyid));
-            let path = link_dir.join(&file);
-            match std::fs::symlink_metadata(&path) {
-                Err(_) => continue, // missing: the threshold check speaks for it
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(VerifyError::SymlinkedLink { path })
-                }
-                Ok(_) => {}
-            }
-            let env = load(&path, opts.limits)?;
+            let Some(bytes) = cx.links.fetch(subdir, &file, opts.limits)? else {
+                continue; // missing: the threshold check speaks for it
+            };
+            let env = Envelope::parse(&bytes, opts.limits).map_err(|source| VerifyError::Format {
+                path: PathBuf::from(cx.links.describe(subdir, &file)),
+                source,
+            })?;
             let Some(key) = layout.keys.get(keyid) else {
                 ignored.push(IgnoredLink {
                     file,
@@ -417,9 +494,9 @@ fn verify_chain(
                         layout: sub.clone(),
                         signed_by: vec![key.keyid().clone()],
                     };
-                    let sub_dir = link_dir.join(format!("{}.{}", step.name, short(keyid)));
+                    let sub_dir = subdir.join(format!("{}.{}", step.name, short(keyid)));
                     let sub_links =
-                        verify_chain(&sub_verified, &sub_dir, opts, depth + 1, warnings)
+                        verify_chain(&sub_verified, &sub_dir, cx, depth + 1, warnings)
                             .map_err(wrap)?;
                     summary_link(&step.name, &sub_verified.layout, &sub_links)
                 }
@@ -492,7 +569,7 @@ fn verify_chain(
     // Inspections, then their rules against steps and inspections.
     let mut inspection_links: BTreeMap<String, Link> = BTreeMap::new();
     for insp in &layout.inspect {
-        let link = run_inspection(insp, opts)?;
+        let link = run_inspection(insp, cx)?;
         inspection_links.insert(insp.name.clone(), link);
     }
     let mut all: BTreeMap<String, &Link> = step_links;
@@ -539,7 +616,8 @@ fn summary_link(name: &str, layout: &Layout, links: &BTreeMap<String, VerifiedLi
 
 /// Runs one inspection in `opts.inspection_dir`, recording the whole
 /// directory before and after (default excludes, as the reference).
-fn run_inspection(insp: &Inspection, opts: &Options) -> Result<Link, VerifyError> {
+fn run_inspection(insp: &Inspection, cx: &Cx) -> Result<Link, VerifyError> {
+    let opts = cx.opts;
     if insp.run.is_empty() {
         return Err(VerifyError::InspectionEmpty {
             name: insp.name.clone(),
@@ -550,28 +628,23 @@ fn run_inspection(insp: &Inspection, opts: &Options) -> Result<Link, VerifyError
         ..RecordOptions::default()
     };
     let here = vec![".".to_string()];
-    let wrap = |source| VerifyError::Inspection {
+    let wrap = |source: Box<dyn std::error::Error + Send + Sync>| VerifyError::Inspection {
         name: insp.name.clone(),
-        source: Box::new(source),
+        source,
     };
-    let (materials, _) =
-        digest::record(&here, &artifacts).map_err(|e| wrap(RecordError::Digest(e)))?;
-    let by = record::execute_in(
-        &insp.run,
-        false,
-        opts.inspection_timeout,
-        &opts.inspection_dir,
-    )
-    .map_err(wrap)?;
-    if by.return_value != 0 {
+    let (materials, _) = digest::record(&here, &artifacts).map_err(|e| wrap(Box::new(e)))?;
+    let code = cx
+        .runner
+        .run(&insp.run, &opts.inspection_dir, opts.inspection_timeout)
+        .map_err(wrap)?;
+    if code != 0 {
         return Err(VerifyError::InspectionFailed {
             name: insp.name.clone(),
             run: insp.run.clone(),
-            code: by.return_value,
+            code,
         });
     }
-    let (products, _) =
-        digest::record(&here, &artifacts).map_err(|e| wrap(RecordError::Digest(e)))?;
+    let (products, _) = digest::record(&here, &artifacts).map_err(|e| wrap(Box::new(e)))?;
     Ok(Link {
         name: insp.name.clone(),
         command: insp.run.clone(),
