@@ -20,6 +20,11 @@ pub fn encode(value: &Value) -> Result<Vec<u8>, CanonicalError> {
     Ok(out)
 }
 
+/// Appends the canonical bytes of `value` to `out`.
+pub fn encode_into(value: &Value, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+    write(value, out)
+}
+
 fn write(value: &Value, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
@@ -57,7 +62,8 @@ fn write(value: &Value, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
     Ok(())
 }
 
-fn write_str(s: &str, out: &mut Vec<u8>) {
+/// Appends a canonical JSON string.
+pub fn write_str(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     for b in s.bytes() {
         if b == b'\\' || b == b'"' {
@@ -80,6 +86,19 @@ mod tests {
             String::from_utf8(encode(&v).unwrap()).unwrap(),
             "{\"Z\":-3,\"a\":\"q\\\"\\\\\n é\",\"b\":[1,true,null],\"é\":{}}"
         );
+    }
+
+    #[test]
+    fn typed_link_bytes_equal_generic_encoding() {
+        let v = json!({"_type": "link", "name": "b\"é", "command": ["a", "\\"],
+            "materials": {"z": {"sha256": "00"}, "a/é": {"sha512": "ff", "sha256": "01"}},
+            "products": {}, "byproducts": {"return-value": 0, "stdout": "x\ny"}, "environment": {}});
+        let link = crate::model::Link::from_value(&v, "link").unwrap();
+        assert_eq!(
+            link.canonical_bytes().unwrap(),
+            encode(&link.to_value()).unwrap()
+        );
+        assert_eq!(encode(&v).unwrap(), encode(&link.to_value()).unwrap());
     }
 
     #[test]

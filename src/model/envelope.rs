@@ -60,8 +60,6 @@ pub struct Envelope {
     signed_bytes: Vec<u8>,
     /// DSSE only: the payload bytes as carried.
     dsse_payload: Vec<u8>,
-    /// Metablock only: the payload as a JSON value, built once.
-    payload_value: Value,
 }
 
 fn b64_decode(s: &str) -> Option<Vec<u8>> {
@@ -138,7 +136,6 @@ impl Envelope {
                 payload,
                 signatures,
                 dsse_payload,
-                payload_value: Value::Null,
             })
         } else if let Some(signed) = top.get("signed") {
             let payload = payload_from_value(signed, "signed")?;
@@ -171,14 +168,16 @@ impl Envelope {
         payload: Payload,
         signatures: Vec<Signature>,
     ) -> Result<Envelope, cjson::CanonicalError> {
-        let value = payload.to_value();
-        let (signed_bytes, dsse_payload, payload_value) = match kind {
+        let (signed_bytes, dsse_payload) = match (kind, &payload) {
             // Opaque fields (byproducts, environment) may hold floats, which
             // canonical JSON cannot encode: such a Metablock cannot be signed.
-            EnvelopeKind::Metablock => (cjson::encode(&value)?, Vec::new(), value),
-            EnvelopeKind::Dsse => {
-                let p = to_python_json(&value, PyStyle::Default).into_bytes();
-                (pae(DSSE_PAYLOAD_TYPE, &p), p, Value::Null)
+            (EnvelopeKind::Metablock, Payload::Link(l)) => (l.canonical_bytes()?, Vec::new()),
+            (EnvelopeKind::Metablock, Payload::Layout(l)) => {
+                (cjson::encode(&l.to_value())?, Vec::new())
+            }
+            (EnvelopeKind::Dsse, p) => {
+                let p = to_python_json(&p.to_value(), PyStyle::Default).into_bytes();
+                (pae(DSSE_PAYLOAD_TYPE, &p), p)
             }
         };
         Ok(Envelope {
@@ -187,7 +186,6 @@ impl Envelope {
             signatures,
             signed_bytes,
             dsse_payload,
-            payload_value,
         })
     }
 
@@ -266,7 +264,7 @@ impl Envelope {
                     .collect();
                 let mut doc = Map::new();
                 doc.insert("signatures".into(), Value::Array(sigs));
-                doc.insert("signed".into(), self.payload_value.clone());
+                doc.insert("signed".into(), self.payload.to_value());
                 to_python_json(&Value::Object(doc), PyStyle::Indent1).into_bytes()
             }
             EnvelopeKind::Dsse => {

@@ -115,9 +115,15 @@ impl<'a> Fields<'a> {
         }
     }
     pub(crate) fn object(&self, field: &str) -> Result<Map<String, Value>, FormatError> {
+        Ok(self.object_ref(field)?.cloned().unwrap_or_default())
+    }
+    pub(crate) fn object_ref(
+        &self,
+        field: &str,
+    ) -> Result<Option<&'a Map<String, Value>>, FormatError> {
         match self.get(field) {
-            None => Ok(Map::new()),
-            Some(Value::Object(m)) => Ok(m.clone()),
+            None => Ok(None),
+            Some(Value::Object(m)) => Ok(Some(m)),
             Some(_) => Err(err(self.at(field), Problem::WrongType("an object"))),
         }
     }

@@ -11,7 +11,9 @@
 pub mod fnmatch;
 pub mod rules;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -300,7 +302,12 @@ fn read_capped(path: &Path, cap: usize) -> Result<Vec<u8>, VerifyError> {
 pub trait LinkSource: Sync {
     /// The bytes of link file `name` in `subdir` (empty at the top, then
     /// `<step>.<keyid8>` per sublayout level); `None` when there is none.
-    fn fetch(&self, subdir: &Path, name: &str, limits: JsonLimits) -> Result<Option<Vec<u8>>, VerifyError>;
+    fn fetch(
+        &self,
+        subdir: &Path,
+        name: &str,
+        limits: JsonLimits,
+    ) -> Result<Option<Vec<u8>>, VerifyError>;
     /// How to show that file in messages (a path or a URL).
     fn describe(&self, subdir: &Path, name: &str) -> String;
     /// A hint that these files will be asked for next (sources that fetch
@@ -313,7 +320,12 @@ pub trait LinkSource: Sync {
 pub struct DirLinks(pub PathBuf);
 
 impl LinkSource for DirLinks {
-    fn fetch(&self, subdir: &Path, name: &str, limits: JsonLimits) -> Result<Option<Vec<u8>>, VerifyError> {
+    fn fetch(
+        &self,
+        subdir: &Path,
+        name: &str,
+        limits: JsonLimits,
+    ) -> Result<Option<Vec<u8>>, VerifyError> {
         let path = self.0.join(subdir).join(name);
         match std::fs::symlink_metadata(&path) {
             Err(_) => Ok(None), // missing: the threshold check speaks for it
@@ -328,7 +340,12 @@ impl LinkSource for DirLinks {
 
 /// Runs an inspection's command in a directory; returns its exit code.
 pub trait InspectionRunner: Sync {
-    fn run(&self, argv: &[String], dir: &Path, timeout: Duration) -> Result<i32, Box<dyn std::error::Error + Send + Sync>>;
+    fn run(
+        &self,
+        argv: &[String],
+        dir: &Path,
+        timeout: Duration,
+    ) -> Result<i32, Box<dyn std::error::Error + Send + Sync>>;
 }
 
 /// Runs inspections directly on the host, as the reference does.
@@ -336,7 +353,12 @@ pub trait InspectionRunner: Sync {
 pub struct HostRunner;
 
 impl InspectionRunner for HostRunner {
-    fn run(&self, argv: &[String], dir: &Path, timeout: Duration) -> Result<i32, Box<dyn std::error::Error + Send + Sync>> {
+    fn run(
+        &self,
+        argv: &[String],
+        dir: &Path,
+        timeout: Duration,
+    ) -> Result<i32, Box<dyn std::error::Error + Send + Sync>> {
         Ok(record::execute_in(argv, false, timeout, dir)?.return_value)
     }
 }
@@ -365,7 +387,11 @@ pub fn verify_envelope(
 ) -> Result<Outcome, VerifyError> {
     let layout = verify_layout(env, origin, trusted, opts.expiry, opts.now)?;
     let mut warnings = Vec::new();
-    let cx = Cx { links, runner, opts };
+    let cx = Cx {
+        links,
+        runner,
+        opts,
+    };
     let steps = verify_chain(&layout, Path::new(""), &cx, 0, &mut warnings)?;
     Ok(Outcome {
         layout,
@@ -437,7 +463,32 @@ fn verify_chain(
             wanted.push(format!("{}.{}.link", step.name, short(keyid)));
         }
     }
+    // The first inspection's "before" snapshot of its directory does not
+    // depend on the links: hash it while the links are parsed and checked.
+    let early_snapshot = (depth == 0 && !layout.inspect.is_empty()).then(|| {
+        let dir = opts.inspection_dir.clone();
+        std::thread::spawn(move || snapshot(&dir))
+    });
     cx.links.prefetch(subdir, &wanted);
+    wanted.sort();
+    wanted.dedup();
+    // Read and parse every link file in parallel (large links dominate).
+    let mut loaded: HashMap<String, Result<Option<Envelope>, VerifyError>> = wanted
+        .par_iter()
+        .map(|file| {
+            let r = cx.links.fetch(subdir, file, opts.limits).and_then(|bytes| {
+                bytes
+                    .map(|b| {
+                        Envelope::parse(&b, opts.limits).map_err(|source| VerifyError::Format {
+                            path: PathBuf::from(cx.links.describe(subdir, file)),
+                            source,
+                        })
+                    })
+                    .transpose()
+            });
+            (file.clone(), r)
+        })
+        .collect();
     for step in &layout.steps {
         let mut verified_links: Vec<VerifiedLink> = Vec::new();
         let mut ignored: Vec<IgnoredLink> = Vec::new();
@@ -447,13 +498,14 @@ fn verify_chain(
                 continue;
             }
             let file = format!("{}.{}.link", step.name, short(keyid));
-            let Some(bytes) = cx.links.fetch(subdir, &file, opts.limits)? else {
+            if matches!(loaded.get(&file), Some(Err(_))) {
+                if let Some(Err(e)) = loaded.remove(&file) {
+                    return Err(e);
+                }
+            }
+            let Some(Ok(Some(env))) = loaded.get(&file) else {
                 continue; // missing: the threshold check speaks for it
             };
-            let env = Envelope::parse(&bytes, opts.limits).map_err(|source| VerifyError::Format {
-                path: PathBuf::from(cx.links.describe(subdir, &file)),
-                source,
-            })?;
             let Some(key) = layout.keys.get(keyid) else {
                 ignored.push(IgnoredLink {
                     file,
@@ -495,9 +547,8 @@ fn verify_chain(
                         signed_by: vec![key.keyid().clone()],
                     };
                     let sub_dir = subdir.join(format!("{}.{}", step.name, short(keyid)));
-                    let sub_links =
-                        verify_chain(&sub_verified, &sub_dir, cx, depth + 1, warnings)
-                            .map_err(wrap)?;
+                    let sub_links = verify_chain(&sub_verified, &sub_dir, cx, depth + 1, warnings)
+                        .map_err(wrap)?;
                     summary_link(&step.name, &sub_verified.layout, &sub_links)
                 }
             };
@@ -568,8 +619,17 @@ fn verify_chain(
 
     // Inspections, then their rules against steps and inspections.
     let mut inspection_links: BTreeMap<String, Link> = BTreeMap::new();
+    let mut early_snapshot = early_snapshot;
     for insp in &layout.inspect {
-        let link = run_inspection(insp, cx)?;
+        let before = match early_snapshot.take() {
+            Some(handle) => Some(
+                handle
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            ),
+            None => None,
+        };
+        let link = run_inspection(insp, cx, before)?;
         inspection_links.insert(insp.name.clone(), link);
     }
     let mut all: BTreeMap<String, &Link> = step_links;
@@ -616,23 +676,36 @@ fn summary_link(name: &str, layout: &Layout, links: &BTreeMap<String, VerifiedLi
 
 /// Runs one inspection in `opts.inspection_dir`, recording the whole
 /// directory before and after (default excludes, as the reference).
-fn run_inspection(insp: &Inspection, cx: &Cx) -> Result<Link, VerifyError> {
+/// Everything in an inspection directory, as the reference records it
+/// (default excludes, symlinked directories followed).
+fn snapshot(dir: &Path) -> Result<crate::model::ArtifactMap, crate::digest::DigestError> {
+    let artifacts = RecordOptions {
+        base_path: Some(dir.to_path_buf()),
+        ..RecordOptions::default()
+    };
+    digest::record(&[".".to_string()], &artifacts).map(|(m, _)| m)
+}
+
+type Snapshot = Result<crate::model::ArtifactMap, crate::digest::DigestError>;
+
+fn run_inspection(
+    insp: &Inspection,
+    cx: &Cx,
+    before: Option<Snapshot>,
+) -> Result<Link, VerifyError> {
     let opts = cx.opts;
     if insp.run.is_empty() {
         return Err(VerifyError::InspectionEmpty {
             name: insp.name.clone(),
         });
     }
-    let artifacts = RecordOptions {
-        base_path: Some(opts.inspection_dir.clone()),
-        ..RecordOptions::default()
-    };
-    let here = vec![".".to_string()];
     let wrap = |source: Box<dyn std::error::Error + Send + Sync>| VerifyError::Inspection {
         name: insp.name.clone(),
         source,
     };
-    let (materials, _) = digest::record(&here, &artifacts).map_err(|e| wrap(Box::new(e)))?;
+    let materials = before
+        .unwrap_or_else(|| snapshot(&opts.inspection_dir))
+        .map_err(|e| wrap(Box::new(e)))?;
     let code = cx
         .runner
         .run(&insp.run, &opts.inspection_dir, opts.inspection_timeout)
@@ -644,7 +717,7 @@ fn run_inspection(insp: &Inspection, cx: &Cx) -> Result<Link, VerifyError> {
             code,
         });
     }
-    let (products, _) = digest::record(&here, &artifacts).map_err(|e| wrap(Box::new(e)))?;
+    let products = snapshot(&opts.inspection_dir).map_err(|e| wrap(Box::new(e)))?;
     Ok(Link {
         name: insp.name.clone(),
         command: insp.run.clone(),
