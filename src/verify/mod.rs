@@ -621,14 +621,9 @@ fn verify_chain(
     let mut inspection_links: BTreeMap<String, Link> = BTreeMap::new();
     let mut early_snapshot = early_snapshot;
     for insp in &layout.inspect {
-        let before = match early_snapshot.take() {
-            Some(handle) => Some(
-                handle
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
-            ),
-            None => None,
-        };
+        let before = early_snapshot
+            .take()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
         let link = run_inspection(insp, cx, before)?;
         inspection_links.insert(insp.name.clone(), link);
     }
