@@ -202,6 +202,10 @@ impl Envelope {
     pub fn payload(&self) -> &Payload {
         &self.payload
     }
+    /// The payload, not yet verified, by value.
+    pub fn into_payload(self) -> Payload {
+        self.payload
+    }
     pub fn signatures(&self) -> &[Signature] {
         &self.signatures
     }

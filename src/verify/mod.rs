@@ -489,6 +489,14 @@ fn verify_chain(
             (file.clone(), r)
         })
         .collect();
+    let mut uses: HashMap<String, usize> = HashMap::new();
+    for step in &layout.steps {
+        for keyid in step.pubkeys.iter().collect::<BTreeSet<_>>() {
+            *uses
+                .entry(format!("{}.{}.link", step.name, short(keyid)))
+                .or_default() += 1;
+        }
+    }
     for step in &layout.steps {
         let mut verified_links: Vec<VerifiedLink> = Vec::new();
         let mut ignored: Vec<IgnoredLink> = Vec::new();
@@ -503,8 +511,23 @@ fn verify_chain(
                     return Err(e);
                 }
             }
-            let Some(Ok(Some(env))) = loaded.get(&file) else {
-                continue; // missing: the threshold check speaks for it
+            // Take the parsed link on its last use (links can be large);
+            // two key ids sharing an 8-character prefix share a file.
+            let last_use = {
+                let n = uses.entry(file.clone()).or_insert(1);
+                *n -= 1;
+                *n == 0
+            };
+            let env: Envelope = if last_use {
+                match loaded.remove(&file) {
+                    Some(Ok(Some(env))) => env,
+                    _ => continue, // missing: the threshold check speaks for it
+                }
+            } else {
+                match loaded.get(&file) {
+                    Some(Ok(Some(env))) => env.clone(),
+                    _ => continue,
+                }
             };
             let Some(key) = layout.keys.get(keyid) else {
                 ignored.push(IgnoredLink {
@@ -522,8 +545,8 @@ fn verify_chain(
                 });
                 continue;
             }
-            let link = match env.payload() {
-                Payload::Link(l) => l.clone(),
+            let link = match env.into_payload() {
+                Payload::Link(l) => l,
                 Payload::Layout(sub) => {
                     if depth + 1 > opts.max_sublayout_depth {
                         return Err(VerifyError::SublayoutTooDeep {
@@ -543,7 +566,7 @@ fn verify_chain(
                         }));
                     }
                     let sub_verified = VerifiedLayout {
-                        layout: sub.clone(),
+                        layout: sub,
                         signed_by: vec![key.keyid().clone()],
                     };
                     let sub_dir = subdir.join(format!("{}.{}", step.name, short(keyid)));
