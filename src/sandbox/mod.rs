@@ -1,1 +1,594 @@
-//! (being written)
+//! Confined execution of layout inspections.
+//!
+//! An inspection is an arbitrary command taken from signed metadata and run
+//! at install time, as root, in the directory the package was unpacked
+//! into. A layout signed by a compromised or careless key must not be able to
+//! use it to change the host, reach the network, or leave processes behind.
+//! [`run`] executes it with these protections (see [`Protection`]):
+//!
+//! * new user, mount, pid, network, IPC and UTS namespaces;
+//! * the whole host file system read-only and `nosuid`, except `dir` (bound
+//!   read-write at its own path) and fresh, size-capped tmpfs on `/tmp`,
+//!   `/dev/shm` and `/run` (the last hides host daemons' Unix sockets);
+//! * a fresh `/proc` showing only the sandbox's processes;
+//! * no network: the new network namespace has only a loopback, left down;
+//! * rlimits on CPU time, address space, processes, file size, no core files;
+//! * a clean environment (`PATH`, `HOME=dir`, `LANG`), stdin `/dev/null`,
+//!   stdout and stderr captured up to [`OUTPUT_CAP`] bytes each;
+//! * a timeout that kills the whole process tree.
+//!
+//! # Design
+//!
+//! `std::process::Command` forks, sets up stdio and the process group, and
+//! runs a `pre_exec` hook in the child (the *monitor*). The hook never returns
+//! in the monitor. It:
+//!
+//! 1. forks a short-lived *mapper* that stays in the host user namespace, then
+//!    unshares all namespaces; the mapper writes the new namespace's
+//!    `uid_map`/`gid_map` (only a process with `CAP_SETUID` in the parent
+//!    namespace may map another uid). The sandbox's root is host uid 65534
+//!    (`nobody`) when totogate runs as root, so it has no privilege on the
+//!    host and `RLIMIT_NPROC` applies to it (the kernel exempts real uid 0).
+//!    Without root, the caller's own uid is mapped;
+//! 2. builds the mount tree: mounts private, a detached clone of `dir`
+//!    (`open_tree`), `/` read-only recursively (`mount_setattr`, since
+//!    inherited mounts are locked and `MS_REMOUNT` is not recursive), tmpfs,
+//!    then the clone moved back onto `dir` read-write;
+//! 3. sets the rlimits and forks *init*, pid 1 of the new pid namespace
+//!    (`unshare(CLONE_NEWPID)` only affects children). Init mounts `/proc`,
+//!    forks the command process, which returns from the hook so that `std`
+//!    performs the `exec` (and reports a failed `exec` as a spawn error), and
+//!    reaps until the command exits. When init exits the kernel kills
+//!    everything left in the namespace, so background processes never
+//!    outlive the inspection;
+//! 4. waits for init with the timeout; on expiry it `SIGKILL`s init, which
+//!    takes the whole namespace with it, and waits until it is gone.
+//!
+//! Results travel over a status pipe in fixed 8-byte records (command wait
+//! status, timeout, or setup failure with its stage and errno). The caller
+//! adds a second line of defence: after `timeout` plus a grace period it
+//! kills the process group, and it always sweeps the group before reaping the
+//! monitor. The monitor and init get `PR_SET_PDEATHSIG`, so if totogate dies
+//! the sandbox dies too.
+//!
+//! Between `fork` and `exec` only async-signal-safe calls are made: raw
+//! syscalls through `libc`, on data prepared before the fork. Nested forks
+//! use the raw `clone` syscall, not `fork(3)`, whose `atfork` handlers take
+//! `malloc` locks that another thread of the parent may have held.
+//!
+//! Because the sandbox runs as host uid 65534, [`run`] first gives `dir`
+//! (recursively, not following symlinks, skipping hard-linked files and other
+//! file systems) to that uid. `dir` must therefore be a scratch directory the
+//! verifier owns, such as the fresh unpack directory.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use nix::libc;
+
+mod child;
+
+/// Bytes of stdout and of stderr kept; the rest is read and discarded, so a
+/// chatty (or hostile) inspection cannot exhaust the verifier's memory.
+pub const OUTPUT_CAP: usize = 1 << 20;
+
+/// Host uid and gid the sandbox's root maps to when totogate runs as root.
+pub const SANDBOX_ID: u32 = 65534;
+
+/// The environment an inspection sees, besides `HOME=dir`: nothing of the
+/// verifier's environment (tokens, proxies, `LD_PRELOAD`) leaks in.
+pub const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+pub const LANG: &str = "C.UTF-8";
+
+/// How long the caller waits past `timeout` for the monitor to report before
+/// it kills the process group itself.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Resource limits for one inspection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Wall-clock limit; the whole process tree is killed when it expires.
+    /// Stops an inspection that hangs (or sleeps) from blocking installs.
+    /// Default 300 s.
+    pub timeout: Duration,
+    /// `RLIMIT_CPU` per process. Stops a busy loop from burning the host's
+    /// CPU. Default 300 s.
+    pub cpu_seconds: u64,
+    /// `RLIMIT_AS` per process. Stops memory exhaustion of the host.
+    /// Default 4 GiB (runtimes that reserve large address spaces, such as
+    /// the JVM, may need more).
+    pub memory_bytes: u64,
+    /// `RLIMIT_NPROC` inside the sandbox. Stops a fork bomb. Default 256.
+    pub max_processes: u64,
+    /// `RLIMIT_FSIZE`, and the size of each tmpfs. Stops filling the disk
+    /// (through `dir`) or RAM (through `/tmp`). Default 1 GiB.
+    pub max_file_bytes: u64,
+    /// Run even when some protections are unavailable on this host,
+    /// reporting them in [`Outcome::missing`]. Default `false`: refuse.
+    pub allow_weak: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            timeout: Duration::from_secs(300),
+            cpu_seconds: 300,
+            memory_bytes: 4 << 30,
+            max_processes: 256,
+            max_file_bytes: 1 << 30,
+            allow_weak: false,
+        }
+    }
+}
+
+/// One confinement mechanism; [`probe`] says which this host supports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protection {
+    /// The sandbox's root is an unprivileged host uid; required by all the
+    /// other namespaces here.
+    UserNamespace,
+    /// Mount changes stay inside the sandbox.
+    MountNamespace,
+    /// The inspection sees only its own processes, and the whole tree dies
+    /// with its init.
+    PidNamespace,
+    /// No network interfaces but a down loopback: no exfiltration, no
+    /// fetching a second stage, no attacks on local services.
+    NetNamespace,
+    /// No access to the host's System V IPC and POSIX message queues.
+    IpcNamespace,
+    /// Own host name.
+    UtsNamespace,
+    /// Everything but `dir` and the fresh tmpfs is read-only.
+    ReadOnlyHost,
+    /// CPU, memory, process, file-size and core-file limits.
+    Rlimits,
+}
+
+impl Protection {
+    pub const ALL: [Protection; 8] = [
+        Protection::UserNamespace,
+        Protection::MountNamespace,
+        Protection::PidNamespace,
+        Protection::NetNamespace,
+        Protection::IpcNamespace,
+        Protection::UtsNamespace,
+        Protection::ReadOnlyHost,
+        Protection::Rlimits,
+    ];
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Protection::UserNamespace => "user namespace",
+            Protection::MountNamespace => "mount namespace",
+            Protection::PidNamespace => "pid namespace",
+            Protection::NetNamespace => "network namespace",
+            Protection::IpcNamespace => "IPC namespace",
+            Protection::UtsNamespace => "UTS namespace",
+            Protection::ReadOnlyHost => "read-only host file system",
+            Protection::Rlimits => "resource limits",
+        }
+    }
+}
+
+impl std::fmt::Display for Protection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What an inspection did.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// Exit code, or minus the signal number that killed it (as Python's
+    /// `subprocess`, which the reference uses).
+    pub return_value: i32,
+    /// At most [`OUTPUT_CAP`] bytes.
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Protections that were not applied (only with `allow_weak`).
+    pub missing: Vec<Protection>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("inspection has an empty command")]
+    EmptyCommand,
+    #[error("command {command:?}: refusing to run without {}; this host lacks them (allow_weak runs it anyway)", names(.missing))]
+    Unavailable {
+        command: String,
+        missing: Vec<Protection>,
+    },
+    #[error("command {command:?}: preparing {path}: {source}")]
+    Prepare {
+        command: String,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("command {command:?} could not start: {source}")]
+    Spawn { command: String, source: io::Error },
+    #[error("command {command:?}: sandbox setup failed at {stage}: {source}")]
+    Setup {
+        command: String,
+        stage: &'static str,
+        source: io::Error,
+    },
+    #[error(
+        "command {command:?} timed out after {seconds} s and was killed with all its processes"
+    )]
+    Timeout { command: String, seconds: u64 },
+    #[error("command {command:?}: the sandbox monitor died without reporting a status")]
+    Lost { command: String },
+}
+
+fn names(ps: &[Protection]) -> String {
+    ps.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+}
+
+/// The protections available on this host, probed once in a throw-away
+/// child process and cached.
+pub fn probe() -> Vec<Protection> {
+    static CACHE: OnceLock<u8> = OnceLock::new();
+    let mask = *CACHE.get_or_init(probe_mask);
+    Protection::ALL
+        .into_iter()
+        .filter(|p| mask & p.bit() != 0)
+        .collect()
+}
+
+fn probe_mask() -> u8 {
+    let mut cmd = Command::new("/");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let uid_map = format!("0 {uid} 1\n").into_bytes();
+    let gid_map = format!("0 {gid} 1\n").into_bytes();
+    // SAFETY: the hook runs in the forked child and only makes raw syscalls
+    // on the maps prepared above (see `child::probe`); it ends with `_exit`
+    // and never reaches `exec`.
+    unsafe {
+        cmd.pre_exec(move || child::probe(&uid_map, &gid_map));
+    }
+    let Ok(mut c) = cmd.spawn() else { return 0 };
+    match c.wait().ok().and_then(|s| s.code()) {
+        Some(code) => code as u8,
+        None => 0,
+    }
+}
+
+/// Which protections to apply and which are missing; refuses when any is
+/// missing unless `allow_weak`. The namespaces (and the read-only host) are
+/// only set up inside a user namespace.
+fn decide(available: &[Protection], allow_weak: bool) -> Result<Plan, Vec<Protection>> {
+    let has = |p| available.contains(&p);
+    let userns = has(Protection::UserNamespace);
+    let mut plan = Plan {
+        userns,
+        mountns: userns && has(Protection::MountNamespace),
+        pidns: userns && has(Protection::PidNamespace),
+        netns: userns && has(Protection::NetNamespace),
+        ipcns: userns && has(Protection::IpcNamespace),
+        utsns: userns && has(Protection::UtsNamespace),
+        readonly: false,
+        rlimits: has(Protection::Rlimits),
+        missing: Vec::new(),
+    };
+    plan.readonly = plan.mountns && has(Protection::ReadOnlyHost);
+    let applied = [
+        (Protection::UserNamespace, plan.userns),
+        (Protection::MountNamespace, plan.mountns),
+        (Protection::PidNamespace, plan.pidns),
+        (Protection::NetNamespace, plan.netns),
+        (Protection::IpcNamespace, plan.ipcns),
+        (Protection::UtsNamespace, plan.utsns),
+        (Protection::ReadOnlyHost, plan.readonly),
+        (Protection::Rlimits, plan.rlimits),
+    ];
+    plan.missing = applied
+        .iter()
+        .filter(|(_, on)| !on)
+        .map(|(p, _)| *p)
+        .collect();
+    if !plan.missing.is_empty() && !allow_weak {
+        return Err(plan.missing);
+    }
+    Ok(plan)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Plan {
+    userns: bool,
+    mountns: bool,
+    pidns: bool,
+    netns: bool,
+    ipcns: bool,
+    utsns: bool,
+    readonly: bool,
+    rlimits: bool,
+    missing: Vec<Protection>,
+}
+
+/// Runs `argv` confined, with `dir` as its working directory (see the module
+/// docs for what that means).
+pub fn run(argv: &[String], dir: &Path, policy: &Policy) -> Result<Outcome, SandboxError> {
+    let Some(program) = argv.first() else {
+        return Err(SandboxError::EmptyCommand);
+    };
+    let command = argv.join(" ");
+    let plan =
+        decide(&probe(), policy.allow_weak).map_err(|missing| SandboxError::Unavailable {
+            command: command.clone(),
+            missing,
+        })?;
+    let prepare = |path: &Path| {
+        let command = command.clone();
+        let path = path.to_path_buf();
+        move |source| SandboxError::Prepare {
+            command,
+            path,
+            source,
+        }
+    };
+    let dir = std::fs::canonicalize(dir).map_err(prepare(dir))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    // SAFETY: as above.
+    let egid = unsafe { libc::getegid() };
+    let (uid, gid) = if euid == 0 {
+        (SANDBOX_ID, SANDBOX_ID)
+    } else {
+        (euid, egid)
+    };
+    if plan.userns && euid == 0 {
+        hand_over(&dir, uid, gid).map_err(prepare(&dir))?;
+    }
+
+    let (status_r, status_w) = io::pipe().map_err(prepare(&dir))?;
+    let setup = child::Setup::new(
+        &plan,
+        policy,
+        &dir,
+        uid,
+        gid,
+        euid != 0,
+        status_w.as_raw_fd(),
+    )
+    .map_err(prepare(&dir))?;
+
+    let mut cmd = Command::new(program);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .env("PATH", PATH)
+        .env("HOME", &dir)
+        .env("LANG", LANG)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    // SAFETY: the hook runs in the forked child between fork and exec. It
+    // only makes async-signal-safe raw syscalls on data prepared above
+    // (`Setup` owns it and lives in the closure), never allocates, and
+    // returns only in the final command process (see `child::monitor`).
+    unsafe {
+        cmd.pre_exec(move || setup.monitor());
+    }
+    let spawned = cmd.spawn();
+    drop(cmd);
+    drop(status_w);
+    let mut child = spawned.map_err(|source| SandboxError::Spawn {
+        command: command.clone(),
+        source,
+    })?;
+    let pgid = child.id() as libc::pid_t;
+
+    let capped = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            if let Some(mut p) = pipe {
+                let mut buf = [0u8; 8192];
+                loop {
+                    match p.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            let room = OUTPUT_CAP - kept.len();
+                            kept.extend_from_slice(&buf[..n.min(room)]);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+            }
+            kept
+        })
+    };
+    let out_t = capped(child.stdout.take().map(|p| Box::new(p) as _));
+    let err_t = capped(child.stderr.take().map(|p| Box::new(p) as _));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = status_r;
+        let mut bytes = Vec::new();
+        let _ = r.read_to_end(&mut bytes);
+        let _ = tx.send(bytes);
+    });
+
+    let mut hard_timeout = false;
+    let status = match rx.recv_timeout(policy.timeout + GRACE) {
+        Ok(b) => b,
+        Err(_) => {
+            hard_timeout = true;
+            kill_group(pgid);
+            rx.recv().unwrap_or_default()
+        }
+    };
+    // The monitor is not reaped yet, so `pgid` still names our group.
+    kill_group(pgid);
+    let _ = child.wait();
+    let stdout = out_t.join().unwrap_or_default();
+    let stderr = err_t.join().unwrap_or_default();
+
+    let seconds = policy.timeout.as_secs();
+    match child::Report::parse(&status) {
+        _ if hard_timeout => Err(SandboxError::Timeout { command, seconds }),
+        Some(child::Report::Exit(ws)) => Ok(Outcome {
+            return_value: if libc::WIFEXITED(ws) {
+                libc::WEXITSTATUS(ws)
+            } else {
+                -libc::WTERMSIG(ws)
+            },
+            stdout,
+            stderr,
+            missing: plan.missing,
+        }),
+        Some(child::Report::Timeout) => Err(SandboxError::Timeout { command, seconds }),
+        Some(child::Report::Setup { stage, errno }) => Err(SandboxError::Setup {
+            command,
+            stage,
+            source: io::Error::from_raw_os_error(errno),
+        }),
+        None => Err(SandboxError::Lost { command }),
+    }
+}
+
+fn kill_group(pgid: libc::pid_t) {
+    // SAFETY: kill has no memory preconditions; the group's leader is our
+    // unreaped child, so the id cannot have been reused.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
+/// Gives `dir` and what is below it to the sandbox's uid, so that its root
+/// (host `nobody`) can write there. Symlinks are changed, never followed;
+/// regular files with several links are skipped (a link planted by an
+/// earlier inspection could point at a host file); other file systems are
+/// not entered.
+fn hand_over(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    if dir.parent().is_none_or(|p| p == Path::new("/")) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "refusing to hand a top-level directory to the sandbox",
+        ));
+    }
+    let dev = std::fs::symlink_metadata(dir)?.dev();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(path) = todo.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.dev() != dev || (meta.is_file() && meta.nlink() > 1) {
+            continue;
+        }
+        std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                todo.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cstring(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+}
+
+fn path_cstring(p: &Path) -> io::Result<CString> {
+    cstring(p.as_os_str().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_available_applies_everything() {
+        let plan = decide(&Protection::ALL, false).unwrap();
+        assert!(plan.missing.is_empty());
+        assert!(plan.userns && plan.mountns && plan.pidns && plan.netns);
+        assert!(plan.ipcns && plan.utsns && plan.readonly && plan.rlimits);
+    }
+
+    #[test]
+    fn missing_protection_refuses_unless_weak() {
+        let some: Vec<_> = Protection::ALL
+            .into_iter()
+            .filter(|p| *p != Protection::NetNamespace)
+            .collect();
+        assert_eq!(decide(&some, false), Err(vec![Protection::NetNamespace]));
+        let plan = decide(&some, true).unwrap();
+        assert!(!plan.netns && plan.pidns);
+        assert_eq!(plan.missing, vec![Protection::NetNamespace]);
+    }
+
+    #[test]
+    fn no_user_namespace_means_no_namespaces() {
+        let plan = decide(&[Protection::MountNamespace, Protection::Rlimits], true).unwrap();
+        assert!(!plan.mountns && !plan.readonly && plan.rlimits);
+        assert_eq!(plan.missing.len(), 7);
+        assert!(decide(&[Protection::Rlimits], false).is_err());
+    }
+
+    #[test]
+    fn unavailable_error_names_command_and_protections() {
+        let e = SandboxError::Unavailable {
+            command: "make check".into(),
+            missing: vec![Protection::PidNamespace, Protection::ReadOnlyHost],
+        };
+        let s = e.to_string();
+        assert!(
+            s.contains("make check") && s.contains("pid namespace"),
+            "{s}"
+        );
+        assert!(s.contains("read-only host file system"), "{s}");
+    }
+
+    #[test]
+    fn reports_round_trip() {
+        use child::Report;
+        let mut b = Report::Setup {
+            stage: "mounting tmpfs",
+            errno: 13,
+        }
+        .encode()
+        .to_vec();
+        assert_eq!(
+            Report::parse(&b),
+            Some(Report::Setup {
+                stage: "mounting tmpfs",
+                errno: 13
+            })
+        );
+        // A setup failure outranks anything reported after it.
+        b.extend_from_slice(&Report::Exit(256).encode());
+        assert!(matches!(Report::parse(&b), Some(Report::Setup { .. })));
+        let mut t = Report::Exit(0).encode().to_vec();
+        t.extend_from_slice(&Report::Timeout.encode());
+        assert_eq!(Report::parse(&t), Some(Report::Timeout));
+        assert_eq!(
+            Report::parse(&Report::Exit(256).encode()),
+            Some(Report::Exit(256))
+        );
+        assert_eq!(Report::parse(&[]), None);
+        assert_eq!(Report::parse(&[9, 0, 0]), None);
+    }
+
+    #[test]
+    fn hand_over_refuses_top_level() {
+        assert!(hand_over(Path::new("/usr"), 1, 1).is_err());
+        assert!(hand_over(Path::new("/"), 1, 1).is_err());
+    }
+}

@@ -1,0 +1,717 @@
+//! The code that runs between `fork` and `exec`: the monitor, the uid
+//! mapper, init, and the probe. Everything here is async-signal-safe: raw
+//! syscalls on data prepared by [`Setup::new`] in the parent, no allocation,
+//! no locks.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::RawFd;
+use std::path::Path;
+use std::ptr;
+
+use nix::libc::{self, c_int, c_long, c_uint, pid_t};
+
+use super::{cstring, path_cstring, Plan, Policy, Protection};
+
+/// Stages named in setup errors; a record carries the index.
+const STAGES: [&str; 17] = [
+    "pipe",
+    "fork",
+    "unshare namespaces",
+    "uid/gid map",
+    "setgroups",
+    "setgid",
+    "setuid",
+    "hostname",
+    "making mounts private",
+    "cloning the dir mount",
+    "making the host read-only",
+    "mounting tmpfs",
+    "binding dir read-write",
+    "chdir to dir",
+    "setrlimit",
+    "mounting /proc",
+    "unknown",
+];
+
+const TAG_EXIT: u8 = 1;
+const TAG_TIMEOUT: u8 = 2;
+const TAG_SETUP: u8 = 3;
+
+/// One 8-byte record on the status pipe: tag, stage index, two spare bytes,
+/// a little-endian i32 (wait status or errno). 8 < PIPE_BUF, so records
+/// from different processes never interleave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Report {
+    /// The command's wait status.
+    Exit(i32),
+    /// The monitor killed the namespace at the deadline.
+    Timeout,
+    Setup {
+        stage: &'static str,
+        errno: i32,
+    },
+}
+
+impl Report {
+    pub(super) fn encode(self) -> [u8; 8] {
+        let (tag, stage, value) = match self {
+            Report::Exit(ws) => (TAG_EXIT, 0, ws),
+            Report::Timeout => (TAG_TIMEOUT, 0, 0),
+            Report::Setup { stage, errno } => (
+                TAG_SETUP,
+                STAGES
+                    .iter()
+                    .position(|s| *s == stage)
+                    .unwrap_or(STAGES.len() - 1) as u8,
+                errno,
+            ),
+        };
+        let v = value.to_le_bytes();
+        [tag, stage, 0, 0, v[0], v[1], v[2], v[3]]
+    }
+
+    /// The most significant record: a setup failure, else a timeout, else
+    /// the command's exit.
+    pub(super) fn parse(bytes: &[u8]) -> Option<Report> {
+        let mut best: Option<Report> = None;
+        for r in bytes.chunks_exact(8) {
+            let value = i32::from_le_bytes([r[4], r[5], r[6], r[7]]);
+            let this = match r[0] {
+                TAG_EXIT => Report::Exit(value),
+                TAG_TIMEOUT => Report::Timeout,
+                TAG_SETUP => Report::Setup {
+                    stage: STAGES
+                        .get(r[1] as usize)
+                        .copied()
+                        .unwrap_or(STAGES[STAGES.len() - 1]),
+                    errno: value,
+                },
+                _ => continue,
+            };
+            let rank = |r: &Report| match r {
+                Report::Exit(_) => 0,
+                Report::Timeout => 1,
+                Report::Setup { .. } => 2,
+            };
+            if best.is_none_or(|b| rank(&this) >= rank(&b)) {
+                best = Some(this);
+            }
+        }
+        best
+    }
+}
+
+/// `struct mount_attr` of `mount_setattr(2)`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const OPEN_TREE_CLONE: c_uint = 0x1;
+const OPEN_TREE_CLOEXEC: c_uint = libc::O_CLOEXEC as c_uint;
+const MOVE_MOUNT_F_EMPTY_PATH: c_uint = 0x4;
+
+/// Everything the child needs, prepared (and allocated) before the fork.
+pub(super) struct Setup {
+    userns: bool,
+    mountns: bool,
+    pidns: bool,
+    readonly: bool,
+    rlimits: bool,
+    clone_flags: c_int,
+    dir: CString,
+    /// `dir` and its ancestors below `/`: mount points to create when `dir`
+    /// lies on one of the fresh tmpfs.
+    prefixes: Vec<CString>,
+    tmpfs: Vec<CString>,
+    tmpfs_opts: CString,
+    uid_map: Vec<u8>,
+    gid_map: Vec<u8>,
+    deny_setgroups: bool,
+    cpu_seconds: u64,
+    memory_bytes: u64,
+    max_processes: u64,
+    max_file_bytes: u64,
+    timeout_ns: u128,
+    status: RawFd,
+    parent: pid_t,
+}
+
+impl Setup {
+    pub(super) fn new(
+        plan: &Plan,
+        policy: &Policy,
+        dir: &Path,
+        uid: u32,
+        gid: u32,
+        unprivileged: bool,
+        status: RawFd,
+    ) -> io::Result<Setup> {
+        let mut clone_flags = 0;
+        for (on, flag) in [
+            (plan.userns, libc::CLONE_NEWUSER),
+            (plan.mountns, libc::CLONE_NEWNS),
+            (plan.pidns, libc::CLONE_NEWPID),
+            (plan.netns, libc::CLONE_NEWNET),
+            (plan.ipcns, libc::CLONE_NEWIPC),
+            (plan.utsns, libc::CLONE_NEWUTS),
+        ] {
+            if on {
+                clone_flags |= flag;
+            }
+        }
+        let mut prefixes = Vec::new();
+        for a in dir.ancestors() {
+            if a != Path::new("/") {
+                prefixes.push(path_cstring(a)?);
+            }
+        }
+        prefixes.reverse();
+        let tmpfs = ["/tmp", "/dev/shm", "/run"]
+            .iter()
+            .filter(|t| std::fs::symlink_metadata(t).is_ok_and(|m| m.is_dir()))
+            .map(|t| cstring(t.as_bytes()))
+            .collect::<io::Result<_>>()?;
+        Ok(Setup {
+            userns: plan.userns,
+            mountns: plan.mountns,
+            pidns: plan.pidns,
+            readonly: plan.readonly,
+            rlimits: plan.rlimits,
+            clone_flags,
+            dir: path_cstring(dir)?,
+            prefixes,
+            tmpfs,
+            tmpfs_opts: cstring(format!("mode=1777,size={}", policy.max_file_bytes).as_bytes())?,
+            uid_map: format!("0 {uid} 1\n").into_bytes(),
+            gid_map: format!("0 {gid} 1\n").into_bytes(),
+            deny_setgroups: unprivileged,
+            cpu_seconds: policy.cpu_seconds,
+            memory_bytes: policy.memory_bytes,
+            max_processes: policy.max_processes,
+            max_file_bytes: policy.max_file_bytes,
+            timeout_ns: policy.timeout.as_nanos(),
+            // SAFETY: getpid has no preconditions and cannot fail.
+            parent: unsafe { libc::getpid() },
+            status,
+        })
+    }
+
+    /// The `pre_exec` hook. Returns only in the command process, which
+    /// `std` then execs; every other process ends in `_exit`.
+    pub(super) fn monitor(&self) -> io::Result<()> {
+        let st = self.status;
+        // SAFETY (whole block): raw syscalls on buffers owned by `self` or
+        // on the stack, valid for the duration of each call; nothing
+        // allocates or takes a lock, as required after fork in a possibly
+        // multithreaded parent.
+        unsafe {
+            self.stay_with(self.parent);
+            if self.userns {
+                let mut go = [0 as c_int; 2];
+                let mut done = [0 as c_int; 2];
+                if libc::pipe2(go.as_mut_ptr(), libc::O_CLOEXEC) != 0
+                    || libc::pipe2(done.as_mut_ptr(), libc::O_CLOEXEC) != 0
+                {
+                    fail(st, "pipe");
+                }
+                let mapper = raw_fork();
+                if mapper < 0 {
+                    fail(st, "fork");
+                }
+                if mapper == 0 {
+                    libc::close(go[1]);
+                    libc::close(done[0]);
+                    self.mapper(go[0], done[1]);
+                }
+                libc::close(go[0]);
+                libc::close(done[1]);
+                if libc::unshare(self.clone_flags) != 0 {
+                    fail(st, "unshare namespaces");
+                }
+                libc::write(go[1], b"g".as_ptr().cast(), 1);
+                let mut e = [0u8; 4];
+                let n = libc::read(done[0], e.as_mut_ptr().cast(), 4);
+                libc::waitpid(mapper, ptr::null_mut(), 0);
+                let e = if n == 4 {
+                    i32::from_le_bytes(e)
+                } else {
+                    libc::EIO
+                };
+                if e != 0 {
+                    fail_with(st, "uid/gid map", e);
+                }
+                libc::close(go[1]);
+                libc::close(done[0]);
+                if !self.deny_setgroups && libc::setgroups(0, ptr::null()) != 0 {
+                    fail(st, "setgroups");
+                }
+                if libc::setresgid(0, 0, 0) != 0 {
+                    fail(st, "setgid");
+                }
+                if libc::setresuid(0, 0, 0) != 0 {
+                    fail(st, "setuid");
+                }
+                // Changing credentials cleared the parent-death signal.
+                self.stay_with(self.parent);
+            } else if self.clone_flags != 0 && libc::unshare(self.clone_flags) != 0 {
+                fail(st, "unshare namespaces");
+            }
+            if self.clone_flags & libc::CLONE_NEWUTS != 0 {
+                let name = b"totogate-sandbox";
+                if libc::sethostname(name.as_ptr().cast(), name.len()) != 0 {
+                    fail(st, "hostname");
+                }
+            }
+            if self.mountns {
+                self.mounts();
+            }
+            if libc::chdir(self.dir.as_ptr()) != 0 {
+                fail(st, "chdir to dir");
+            }
+            if self.rlimits {
+                self.limit();
+            }
+            let init = raw_fork();
+            if init < 0 {
+                fail(st, "fork");
+            }
+            if init == 0 {
+                return self.init();
+            }
+            close_all_but(st);
+            let start = now_ns();
+            loop {
+                let mut ws = 0;
+                let r = libc::waitpid(init, &mut ws, libc::WNOHANG);
+                if r == init || (r < 0 && errno() != libc::EINTR) {
+                    libc::_exit(0);
+                }
+                if now_ns().saturating_sub(start) >= self.timeout_ns {
+                    // Init's death makes the kernel kill every process in
+                    // the pid namespace; waitpid returns once they are gone.
+                    libc::kill(init, libc::SIGKILL);
+                    while libc::waitpid(init, ptr::null_mut(), 0) < 0 && errno() == libc::EINTR {}
+                    report(st, Report::Timeout);
+                    libc::_exit(0);
+                }
+                let nap = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 10_000_000,
+                };
+                libc::nanosleep(&nap, ptr::null_mut());
+            }
+        }
+    }
+
+    /// Dies with SIGKILL when `parent` (its parent thread) does; exits now
+    /// if it already has.
+    unsafe fn stay_with(&self, parent: pid_t) {
+        // SAFETY: prctl and getppid take no pointers.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+            if libc::getppid() != parent {
+                libc::_exit(127);
+            }
+        }
+    }
+
+    /// Runs in the host user namespace with the caller's privileges and
+    /// writes the monitor's uid and gid maps once it has unshared.
+    unsafe fn mapper(&self, go: RawFd, done: RawFd) -> ! {
+        // SAFETY: raw syscalls on stack buffers and `self`'s byte vectors.
+        unsafe {
+            let mut b = [0u8; 1];
+            if libc::read(go, b.as_mut_ptr().cast(), 1) != 1 {
+                libc::_exit(0);
+            }
+            let pid = libc::getppid();
+            let mut e = 0;
+            if self.deny_setgroups {
+                e = write_proc(pid, b"setgroups\0", b"deny");
+            }
+            if e == 0 {
+                e = write_proc(pid, b"uid_map\0", &self.uid_map);
+            }
+            if e == 0 {
+                e = write_proc(pid, b"gid_map\0", &self.gid_map);
+            }
+            libc::write(done, e.to_le_bytes().as_ptr().cast(), 4);
+            libc::_exit(0)
+        }
+    }
+
+    unsafe fn mounts(&self) {
+        let st = self.status;
+        // SAFETY: raw syscalls on NUL-terminated strings owned by `self` or
+        // static, and a `MountAttr` on the stack of the size passed.
+        unsafe {
+            if libc::mount(
+                ptr::null(),
+                c"/".as_ptr(),
+                ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                ptr::null(),
+            ) != 0
+            {
+                fail(st, "making mounts private");
+            }
+            // A detached copy of dir's mount, taken while still writable.
+            let tree = libc::syscall(
+                libc::SYS_open_tree,
+                libc::AT_FDCWD,
+                self.dir.as_ptr(),
+                // Recursive: a non-recursive clone of a mount with locked
+                // submounts is refused (EINVAL).
+                OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as c_uint,
+            ) as c_int;
+            if tree < 0 {
+                fail(st, "cloning the dir mount");
+            }
+            if setattr(
+                tree,
+                c"",
+                libc::AT_EMPTY_PATH,
+                MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            ) != 0
+            {
+                fail(st, "cloning the dir mount");
+            }
+            if self.readonly
+                && setattr(
+                    libc::AT_FDCWD,
+                    c"/",
+                    libc::AT_RECURSIVE,
+                    MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
+                ) != 0
+            {
+                fail(st, "making the host read-only");
+            }
+            for t in &self.tmpfs {
+                if libc::mount(
+                    c"tmpfs".as_ptr(),
+                    t.as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    self.tmpfs_opts.as_ptr().cast(),
+                ) != 0
+                {
+                    fail(st, "mounting tmpfs");
+                }
+            }
+            // Needed only when dir lies on one of the fresh tmpfs; elsewhere
+            // these fail with EEXIST or EROFS, harmlessly.
+            for p in &self.prefixes {
+                libc::mkdir(p.as_ptr(), 0o755);
+            }
+            if libc::syscall(
+                libc::SYS_move_mount,
+                tree,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                self.dir.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            ) != 0
+            {
+                fail(st, "binding dir read-write");
+            }
+            libc::close(tree);
+        }
+    }
+
+    unsafe fn limit(&self) {
+        let st = self.status;
+        // SAFETY: setrlimit reads one `rlimit` from the stack.
+        unsafe {
+            let set = |res, v: u64| {
+                let r = libc::rlimit {
+                    rlim_cur: v as libc::rlim_t,
+                    rlim_max: v as libc::rlim_t,
+                };
+                libc::setrlimit(res, &r) == 0
+            };
+            if !(set(libc::RLIMIT_CORE, 0)
+                && set(libc::RLIMIT_CPU, self.cpu_seconds)
+                && set(libc::RLIMIT_AS, self.memory_bytes)
+                && set(libc::RLIMIT_NPROC, self.max_processes)
+                && set(libc::RLIMIT_FSIZE, self.max_file_bytes))
+            {
+                fail(st, "setrlimit");
+            }
+        }
+    }
+
+    /// Pid 1 of the new pid namespace: mounts its `/proc`, forks the
+    /// command, reaps until the command exits, reports its status and
+    /// exits, which kills whatever else is left in the namespace.
+    fn init(&self) -> io::Result<()> {
+        let st = self.status;
+        // SAFETY: raw syscalls on static strings and stack integers.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+            if self.pidns
+                && self.mountns
+                && libc::mount(
+                    c"proc".as_ptr(),
+                    c"/proc".as_ptr(),
+                    c"proc".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    ptr::null(),
+                ) != 0
+            {
+                fail(st, "mounting /proc");
+            }
+            let cmd = raw_fork();
+            if cmd < 0 {
+                fail(st, "fork");
+            }
+            if cmd == 0 {
+                // The command process: std execs it on return.
+                return Ok(());
+            }
+            close_all_but(st);
+            loop {
+                let mut ws = 0;
+                let r = libc::waitpid(-1, &mut ws, 0);
+                if r == cmd {
+                    report(st, Report::Exit(ws));
+                    libc::_exit(0);
+                }
+                if r < 0 && errno() != libc::EINTR {
+                    libc::_exit(0);
+                }
+            }
+        }
+    }
+}
+
+/// The probe behind [`super::probe`]: tries each protection in this forked
+/// child and exits with a bit mask of those that worked.
+/// `uid_map` and `gid_map` map the caller's own ids (the one mapping any
+/// process may write for itself); without a mapping, mounts are refused.
+pub(super) fn probe(uid_map: &[u8], gid_map: &[u8]) -> io::Result<()> {
+    // SAFETY: raw syscalls on static strings, the given slices and stack
+    // values; ends in `_exit`, never returns to std.
+    unsafe {
+        let mut mask = 0u8;
+        let core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::setrlimit(libc::RLIMIT_CORE, &core) == 0 {
+            mask |= Protection::Rlimits.bit();
+        }
+        if libc::unshare(libc::CLONE_NEWUSER) == 0 {
+            let me = libc::getpid();
+            if write_proc(me, b"setgroups\0", b"deny") == 0
+                && write_proc(me, b"uid_map\0", uid_map) == 0
+                && write_proc(me, b"gid_map\0", gid_map) == 0
+            {
+                mask |= Protection::UserNamespace.bit();
+            }
+            for (flag, p) in [
+                (libc::CLONE_NEWNET, Protection::NetNamespace),
+                (libc::CLONE_NEWIPC, Protection::IpcNamespace),
+                (libc::CLONE_NEWUTS, Protection::UtsNamespace),
+            ] {
+                if libc::unshare(flag) == 0 {
+                    mask |= p.bit();
+                }
+            }
+            let mnt = libc::unshare(libc::CLONE_NEWNS) == 0;
+            if mnt {
+                mask |= Protection::MountNamespace.bit();
+                let private = libc::mount(
+                    ptr::null(),
+                    c"/".as_ptr(),
+                    ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    ptr::null(),
+                ) == 0;
+                let tree = libc::syscall(
+                    libc::SYS_open_tree,
+                    libc::AT_FDCWD,
+                    c"/".as_ptr(),
+                    OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as c_uint,
+                );
+                if private
+                    && tree >= 0
+                    && setattr(
+                        libc::AT_FDCWD,
+                        c"/",
+                        libc::AT_RECURSIVE,
+                        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
+                    ) == 0
+                {
+                    mask |= Protection::ReadOnlyHost.bit();
+                }
+            }
+            if libc::unshare(libc::CLONE_NEWPID) == 0 {
+                let pid = raw_fork();
+                if pid == 0 {
+                    let ok = !mnt
+                        || libc::mount(
+                            c"proc".as_ptr(),
+                            c"/proc".as_ptr(),
+                            c"proc".as_ptr(),
+                            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                            ptr::null(),
+                        ) == 0;
+                    libc::_exit(if ok { 0 } else { 1 });
+                }
+                let mut ws = 0;
+                if pid > 0
+                    && libc::waitpid(pid, &mut ws, 0) == pid
+                    && libc::WIFEXITED(ws)
+                    && libc::WEXITSTATUS(ws) == 0
+                {
+                    mask |= Protection::PidNamespace.bit();
+                }
+            }
+        }
+        libc::_exit(mask as c_int)
+    }
+}
+
+fn errno() -> c_int {
+    nix::errno::Errno::last_raw()
+}
+
+fn report(fd: RawFd, r: Report) {
+    let b = r.encode();
+    // SAFETY: writes 8 bytes from a stack array.
+    unsafe {
+        libc::write(fd, b.as_ptr().cast(), b.len());
+    }
+}
+
+fn fail(fd: RawFd, stage: &'static str) -> ! {
+    fail_with(fd, stage, errno())
+}
+
+fn fail_with(fd: RawFd, stage: &'static str, errno: c_int) -> ! {
+    report(fd, Report::Setup { stage, errno });
+    // SAFETY: _exit has no preconditions; it skips atexit handlers, which
+    // must not run in a forked child.
+    unsafe { libc::_exit(127) }
+}
+
+/// `fork` without glibc's atfork handlers (which take malloc's locks, held
+/// forever if another thread of the parent had them at the first fork).
+unsafe fn raw_fork() -> pid_t {
+    // SAFETY: clone with only SIGCHLD and no new stack is fork(2).
+    unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as c_long, 0, 0, 0, 0) as pid_t }
+}
+
+fn close_all_but(keep: RawFd) {
+    // SAFETY: close_range takes no pointers; closing fds this process does
+    // not use (inherited pipes of the parent, std's exec-error pipe) is the
+    // point: their other ends then see EOF.
+    unsafe {
+        if keep > 3 {
+            libc::syscall(
+                libc::SYS_close_range,
+                3 as c_uint,
+                (keep - 1) as c_uint,
+                0 as c_uint,
+            );
+        }
+        libc::syscall(
+            libc::SYS_close_range,
+            (keep + 1) as c_uint,
+            c_uint::MAX,
+            0 as c_uint,
+        );
+    }
+}
+
+unsafe fn setattr(dirfd: c_int, path: &CStr, flags: c_int, set: u64) -> c_long {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `path` is NUL-terminated and `attr` lives across the call,
+    // with its size passed alongside.
+    unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dirfd,
+            path.as_ptr(),
+            flags as c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    }
+}
+
+fn now_ns() -> u128 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes one timespec on the stack.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t);
+    }
+    t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128
+}
+
+/// Writes `data` to `/proc/<pid>/<name>`, formatting the path on the stack.
+/// Returns 0 or an errno.
+fn write_proc(pid: pid_t, name: &[u8], data: &[u8]) -> c_int {
+    let mut path = [0u8; 64];
+    let mut n = 0;
+    for b in b"/proc/" {
+        path[n] = *b;
+        n += 1;
+    }
+    let mut digits = [0u8; 12];
+    let mut d = 0;
+    let mut v = pid as u32;
+    loop {
+        digits[d] = b'0' + (v % 10) as u8;
+        d += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    while d > 0 {
+        d -= 1;
+        path[n] = digits[d];
+        n += 1;
+    }
+    path[n] = b'/';
+    n += 1;
+    for b in name {
+        path[n] = *b;
+        n += 1;
+    }
+    // SAFETY: `path` is NUL-terminated (`name` ends in NUL, the rest of the
+    // buffer is zero); `data` is a valid slice.
+    unsafe {
+        let fd = libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return errno();
+        }
+        let w = libc::write(fd, data.as_ptr().cast(), data.len());
+        let e = if w == data.len() as isize {
+            0
+        } else if w < 0 {
+            errno()
+        } else {
+            libc::EIO
+        };
+        libc::close(fd);
+        e
+    }
+}
