@@ -14,6 +14,7 @@ use totogate::model::{Envelope, EnvelopeKind, Payload};
 use totogate::record::{self, RunRequest};
 use totogate::verify::{self, Options, VerifyError};
 
+mod check_cmd;
 mod layout_cmd;
 
 // Links with tens of thousands of artifacts make verification allocation-bound;
@@ -42,6 +43,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Check a package file end to end: verify its supply chain, unpack it, run the inspections confined, allow or refuse
+    Check(check_cmd::CheckArgs),
     /// Verify a supply chain: drop-in for in-toto-verify (same flags, same exit codes)
     Verify(VerifyArgs),
     /// Run a step command and write signed link metadata (as in-toto-run)
@@ -326,6 +329,7 @@ fn chain(e: &anyhow::Error) -> String {
 
 fn dispatch(cli: Cli) -> Result<u8> {
     match cli.command {
+        Cmd::Check(a) => check_cmd::run(a),
         Cmd::Verify(a) => cmd_verify(a),
         Cmd::Run(a) => cmd_run(a),
         Cmd::Record { part } => cmd_record(part),

@@ -133,6 +133,11 @@ pub enum VerifyError {
     },
     #[error("parameter substitution: {0}")]
     Substitution(String),
+    #[error("fetching {location}: {source}")]
+    Fetch {
+        location: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 fn ignored_suffix(ignored: &[IgnoredLink]) -> String {
@@ -298,21 +303,31 @@ fn read_capped(path: &Path, cap: usize) -> Result<Vec<u8>, VerifyError> {
     Ok(out)
 }
 
+/// One link file the layout asks for: the link of `step` by `keyid`, in
+/// `subdir` (empty at the top, then `<step>.<keyid8>` per sublayout level).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LinkRef {
+    pub subdir: PathBuf,
+    pub step: String,
+    pub keyid: String,
+}
+
+impl LinkRef {
+    /// `<step>.<keyid8>.link`
+    pub fn file_name(&self) -> String {
+        format!("{}.{}.link", self.step, short(&self.keyid))
+    }
+}
+
 /// Where link files come from: a directory, or fetched metadata.
 pub trait LinkSource: Sync {
-    /// The bytes of link file `name` in `subdir` (empty at the top, then
-    /// `<step>.<keyid8>` per sublayout level); `None` when there is none.
-    fn fetch(
-        &self,
-        subdir: &Path,
-        name: &str,
-        limits: JsonLimits,
-    ) -> Result<Option<Vec<u8>>, VerifyError>;
+    /// The bytes of the link file, `None` when there is none.
+    fn fetch(&self, link: &LinkRef, limits: JsonLimits) -> Result<Option<Vec<u8>>, VerifyError>;
     /// How to show that file in messages (a path or a URL).
-    fn describe(&self, subdir: &Path, name: &str) -> String;
+    fn describe(&self, link: &LinkRef) -> String;
     /// A hint that these files will be asked for next (sources that fetch
     /// over the network fetch them concurrently).
-    fn prefetch(&self, _subdir: &Path, _names: &[String]) {}
+    fn prefetch(&self, _links: &[LinkRef]) {}
 }
 
 /// Link files in a directory, as `in-toto-verify --link-dir`.
@@ -320,21 +335,20 @@ pub trait LinkSource: Sync {
 pub struct DirLinks(pub PathBuf);
 
 impl LinkSource for DirLinks {
-    fn fetch(
-        &self,
-        subdir: &Path,
-        name: &str,
-        limits: JsonLimits,
-    ) -> Result<Option<Vec<u8>>, VerifyError> {
-        let path = self.0.join(subdir).join(name);
+    fn fetch(&self, link: &LinkRef, limits: JsonLimits) -> Result<Option<Vec<u8>>, VerifyError> {
+        let path = self.0.join(&link.subdir).join(link.file_name());
         match std::fs::symlink_metadata(&path) {
             Err(_) => Ok(None), // missing: the threshold check speaks for it
             Ok(m) if m.file_type().is_symlink() => Err(VerifyError::SymlinkedLink { path }),
             Ok(_) => read_capped(&path, limits.max_bytes).map(Some),
         }
     }
-    fn describe(&self, subdir: &Path, name: &str) -> String {
-        self.0.join(subdir).join(name).display().to_string()
+    fn describe(&self, link: &LinkRef) -> String {
+        self.0
+            .join(&link.subdir)
+            .join(link.file_name())
+            .display()
+            .to_string()
     }
 }
 
@@ -456,11 +470,15 @@ fn verify_chain(
 
     // Links, signatures, sublayouts, thresholds.
     let mut reduced: BTreeMap<String, VerifiedLink> = BTreeMap::new();
-    let mut wanted = Vec::new();
+    let mut wanted: Vec<LinkRef> = Vec::new();
     for step in &layout.steps {
         check_step_name(&step.name)?;
         for keyid in &step.pubkeys {
-            wanted.push(format!("{}.{}.link", step.name, short(keyid)));
+            wanted.push(LinkRef {
+                subdir: subdir.to_path_buf(),
+                step: step.name.clone(),
+                keyid: keyid.clone(),
+            });
         }
     }
     // The first inspection's "before" snapshot of its directory does not
@@ -469,26 +487,34 @@ fn verify_chain(
         let dir = opts.inspection_dir.clone();
         std::thread::spawn(move || snapshot(&dir))
     });
-    cx.links.prefetch(subdir, &wanted);
-    wanted.sort();
-    wanted.dedup();
+    cx.links.prefetch(&wanted);
+    wanted.sort_by_key(|l| l.file_name());
+    wanted.dedup_by_key(|l| l.file_name());
     // Read and parse every link file in parallel (large links dominate).
-    let mut loaded: HashMap<String, Result<Option<Envelope>, VerifyError>> = wanted
+    let fetched: Vec<(String, String, Result<Option<Envelope>, VerifyError>)> = wanted
         .par_iter()
-        .map(|file| {
-            let r = cx.links.fetch(subdir, file, opts.limits).and_then(|bytes| {
+        .map(|link| {
+            let r = cx.links.fetch(link, opts.limits).and_then(|bytes| {
                 bytes
                     .map(|b| {
                         Envelope::parse(&b, opts.limits).map_err(|source| VerifyError::Format {
-                            path: PathBuf::from(cx.links.describe(subdir, file)),
+                            path: PathBuf::from(cx.links.describe(link)),
                             source,
                         })
                     })
                     .transpose()
             });
-            (file.clone(), r)
+            (link.file_name(), cx.links.describe(link), r)
         })
         .collect();
+    let mut missing_at: HashMap<String, String> = HashMap::new();
+    let mut loaded: HashMap<String, Result<Option<Envelope>, VerifyError>> = HashMap::new();
+    for (file, at, r) in fetched {
+        if matches!(r, Ok(None)) {
+            missing_at.insert(file.clone(), at);
+        }
+        loaded.insert(file, r);
+    }
     let mut uses: HashMap<String, usize> = HashMap::new();
     for step in &layout.steps {
         for keyid in step.pubkeys.iter().collect::<BTreeSet<_>>() {
@@ -521,7 +547,16 @@ fn verify_chain(
             let env: Envelope = if last_use {
                 match loaded.remove(&file) {
                     Some(Ok(Some(env))) => env,
-                    _ => continue, // missing: the threshold check speaks for it
+                    _ => {
+                        // Missing: the threshold check speaks for it.
+                        if let Some(at) = missing_at.get(&file) {
+                            ignored.push(IgnoredLink {
+                                file: file.clone(),
+                                reason: format!("not found (looked for {at})"),
+                            });
+                        }
+                        continue;
+                    }
                 }
             } else {
                 match loaded.get(&file) {

@@ -2,6 +2,8 @@
 //! the reference implementation provision it (`scripts/oracle-venv.sh`).
 
 mod authoring;
+mod check;
+mod check_policy;
 mod common;
 mod hostile;
 mod interop;

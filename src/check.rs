@@ -1,0 +1,463 @@
+//! `check`: the install-time verifier every front door calls.
+//!
+//! Pipeline: layout signatures and expiry (cheap, first) → unpack the package
+//! into a fresh directory (`package`, safe extraction) with the package file
+//! itself placed beside its contents → the full in-toto verification
+//! (`verify`), with inspections run confined in that directory (`sandbox`)
+//! → a [`Verdict`] with every reason. Anything short of a pass is a refusal.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::crypto::PublicKey;
+use crate::fetch::{Fetch, FetchError, Fetched, Vars};
+use crate::json::JsonLimits;
+use crate::model::Envelope;
+use crate::package::{self, Limits};
+use crate::policy::{Ecosystem, Policy, Rule};
+use crate::sandbox;
+use crate::verify::{self, InspectionRunner, LinkRef, LinkSource, Options, VerifyError};
+
+/// Everything one check needs. The layout bytes were fetched by the caller
+/// (from a file or a URL, named by `layout_origin`).
+pub struct Request<'a> {
+    pub package: &'a Path,
+    pub layout: &'a [u8],
+    pub layout_origin: &'a str,
+    pub layout_keys: &'a [PublicKey],
+    pub links: &'a dyn LinkSource,
+    pub unpack: Limits,
+    pub sandbox: sandbox::Policy,
+    pub inspection_timeout: Duration,
+    /// Directory under which the per-package sandbox directory is made.
+    pub work_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepSummary {
+    pub name: String,
+    pub functionary: String,
+    pub materials: usize,
+    pub products: usize,
+}
+
+/// The outcome of a check: allow, or refuse with reasons.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub allowed: bool,
+    pub package: String,
+    pub format: Option<String>,
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub layout: String,
+    pub signed_by: Vec<String>,
+    pub steps: Vec<StepSummary>,
+    /// Why it was refused (empty when allowed): the first line names the
+    /// failing stage and the file, step, rule or key at fault.
+    pub reasons: Vec<String>,
+    pub warnings: Vec<String>,
+    /// Sandbox protections missing on this host (only with `allow_weak`).
+    pub weak_sandbox: Vec<String>,
+    pub duration_ms: u64,
+}
+
+/// Runs inspections with `sandbox::run`, remembering missing protections.
+struct SandboxRunner {
+    policy: sandbox::Policy,
+    missing: Mutex<Vec<String>>,
+}
+
+impl InspectionRunner for SandboxRunner {
+    fn run(
+        &self,
+        argv: &[String],
+        dir: &Path,
+        timeout: Duration,
+    ) -> Result<i32, Box<dyn std::error::Error + Send + Sync>> {
+        let mut policy = self.policy.clone();
+        policy.timeout = timeout;
+        let out = sandbox::run(argv, dir, &policy)?;
+        if !out.missing.is_empty() {
+            let mut m = self.missing.lock().unwrap_or_else(|e| e.into_inner());
+            for p in &out.missing {
+                let s = format!("{p:?}");
+                if !m.contains(&s) {
+                    m.push(s);
+                }
+            }
+        }
+        Ok(out.return_value)
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> Vec<String> {
+    let mut out = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !out.iter().any(|o| o.contains(&t)) {
+            out.push(t);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+/// Checks one package. Never panics on hostile input; every failure is a
+/// refusal whose reasons say what is wrong.
+pub fn check(req: &Request) -> Verdict {
+    let started = Instant::now();
+    let mut v = Verdict {
+        allowed: false,
+        package: req.package.display().to_string(),
+        format: None,
+        name: None,
+        version: None,
+        layout: req.layout_origin.to_owned(),
+        signed_by: Vec::new(),
+        steps: Vec::new(),
+        reasons: Vec::new(),
+        warnings: Vec::new(),
+        weak_sandbox: Vec::new(),
+        duration_ms: 0,
+    };
+    run_pipeline(req, &mut v);
+    v.duration_ms = started.elapsed().as_millis() as u64;
+    v
+}
+
+fn run_pipeline(req: &Request, v: &mut Verdict) {
+    let mut opts = Options::new();
+    opts.inspection_timeout = req.inspection_timeout;
+
+    // 1. The layout: parse, signatures, expiry — before touching the package.
+    let env = match Envelope::parse(req.layout, opts.limits) {
+        Ok(e) => e,
+        Err(e) => {
+            v.reasons.push(format!("layout {}: {e}", req.layout_origin));
+            return;
+        }
+    };
+    if let Err(e) = verify::verify_layout(
+        &env,
+        Path::new(req.layout_origin),
+        req.layout_keys,
+        opts.expiry,
+        opts.now,
+    ) {
+        v.reasons.extend(chain(&e));
+        return;
+    }
+
+    // 2. Unpack into a fresh directory, with the package file beside its contents.
+    let tmp = match req.work_dir.as_deref() {
+        Some(d) => tempfile::Builder::new().prefix("totogate-").tempdir_in(d),
+        None => tempfile::Builder::new().prefix("totogate-").tempdir(),
+    };
+    let tmp = match tmp {
+        Ok(t) => t,
+        Err(e) => {
+            v.reasons
+                .push(format!("cannot create a sandbox directory: {e}"));
+            return;
+        }
+    };
+    // The sandbox runs inspections as an unprivileged uid: it must be able to
+    // pass through this directory to reach `root`.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711))
+        {
+            v.reasons
+                .push(format!("preparing the sandbox directory: {e}"));
+            return;
+        }
+    }
+    let root = tmp.path().join("root");
+    let unpacked = match package::unpack(req.package, &root, &req.unpack) {
+        Ok(u) => u,
+        Err(e) => {
+            v.reasons
+                .push(format!("unpacking {}: refused", req.package.display()));
+            v.reasons.extend(chain(&e));
+            return;
+        }
+    };
+    v.format = Some(format!("{:?}", unpacked.format));
+    v.name = unpacked.name.clone();
+    v.version = unpacked.version.clone();
+    let Some(file_name) = req.package.file_name() else {
+        v.reasons.push("the package path has no file name".into());
+        return;
+    };
+    let beside = root.join(file_name);
+    if std::fs::symlink_metadata(&beside).is_ok() {
+        v.reasons.push(format!(
+            "the package contains a member named like the package file itself ({}), which would hide it",
+            file_name.to_string_lossy()
+        ));
+        return;
+    }
+    if let Err(e) = std::fs::copy(req.package, &beside) {
+        v.reasons.push(format!(
+            "copying the package into the sandbox directory: {e}"
+        ));
+        return;
+    }
+
+    // 3. The whole supply chain, inspections confined to the directory.
+    opts.inspection_dir = root.clone();
+    let runner = SandboxRunner {
+        policy: req.sandbox.clone(),
+        missing: Mutex::new(Vec::new()),
+    };
+    let result = verify::verify_envelope(
+        &env,
+        Path::new(req.layout_origin),
+        req.layout_keys,
+        req.links,
+        &runner,
+        &opts,
+    );
+    v.weak_sandbox = runner
+        .missing
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
+    match result {
+        Ok(out) => {
+            v.allowed = true;
+            v.signed_by = out
+                .layout
+                .signed_by()
+                .iter()
+                .map(|k| k.to_string())
+                .collect();
+            v.steps = out
+                .steps
+                .iter()
+                .map(|(name, l)| StepSummary {
+                    name: name.clone(),
+                    functionary: l.keyid().to_string(),
+                    materials: l.link().materials.len(),
+                    products: l.link().products.len(),
+                })
+                .collect();
+            v.warnings = out.warnings.iter().map(|w| w.to_string()).collect();
+        }
+        Err(e) => v.reasons.extend(chain(&e)),
+    }
+}
+
+/// Links found where a policy rule says: `rule.links` expanded for each
+/// step and key, sublayout links in `<step>.<keyid8>/` beside them. Fetched
+/// concurrently on `prefetch`, then served from memory.
+pub struct RuleLinks<'a> {
+    rule: &'a Rule,
+    vars: Vars,
+    fetcher: &'a dyn Fetch,
+    cache: Mutex<HashMap<String, Fetched>>,
+}
+
+impl<'a> RuleLinks<'a> {
+    pub fn new(rule: &'a Rule, vars: Vars, fetcher: &'a dyn Fetch) -> RuleLinks<'a> {
+        RuleLinks {
+            rule,
+            vars,
+            fetcher,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn location(&self, link: &LinkRef) -> Result<String, FetchError> {
+        let vars = Vars {
+            step: Some(link.step.clone()),
+            keyid: Some(link.keyid.clone()),
+            ..self.vars.clone()
+        };
+        let loc = self.rule.link_location(&vars)?;
+        if link.subdir.as_os_str().is_empty() {
+            return Ok(loc);
+        }
+        let sub = link.subdir.to_string_lossy();
+        Ok(match loc.rsplit_once('/') {
+            Some((dir, file)) => format!("{dir}/{sub}/{file}"),
+            None => format!("{sub}/{loc}"),
+        })
+    }
+}
+
+impl LinkSource for RuleLinks<'_> {
+    fn fetch(&self, link: &LinkRef, _limits: JsonLimits) -> Result<Option<Vec<u8>>, VerifyError> {
+        let to_err = |location: String, e: FetchError| VerifyError::Fetch {
+            location,
+            source: Box::new(e),
+        };
+        let loc = self
+            .location(link)
+            .map_err(|e| to_err(link.file_name(), e))?;
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&loc);
+        let got = match cached {
+            Some(r) => r,
+            None => self.fetcher.get(&loc),
+        };
+        got.map_err(|e| to_err(loc, e))
+    }
+    fn describe(&self, link: &LinkRef) -> String {
+        self.location(link).unwrap_or_else(|_| link.file_name())
+    }
+    fn prefetch(&self, links: &[LinkRef]) {
+        let locs: Vec<String> = links.iter().filter_map(|l| self.location(l).ok()).collect();
+        let got = self.fetcher.get_many(&locs);
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.extend(got);
+    }
+}
+
+/// A package file as the policy sees it: ecosystem, name and version from
+/// its file name (`name_version_arch.deb`, `name-version.crate`).
+pub fn identify(package: &Path) -> Option<(Ecosystem, String, String)> {
+    let file = package.file_name()?.to_str()?;
+    if let Some(stem) = file.strip_suffix(".deb") {
+        let mut parts = stem.splitn(3, '_');
+        let name = parts.next()?;
+        // apt escapes the epoch colon as %3a in file names.
+        let version = parts.next()?.replace("%3a", ":").replace("%3A", ":");
+        return Some((Ecosystem::Deb, name.to_owned(), version));
+    }
+    if let Some(stem) = file.strip_suffix(".crate") {
+        // The version starts at the last '-' followed by a digit.
+        let idx = stem
+            .char_indices()
+            .filter(|(i, c)| *c == '-' && stem[i + 1..].starts_with(|d: char| d.is_ascii_digit()))
+            .map(|(i, _)| i)
+            .next_back()?;
+        return Some((
+            Ecosystem::Crate,
+            stem[..idx].to_owned(),
+            stem[idx + 1..].to_owned(),
+        ));
+    }
+    None
+}
+
+/// What a check under a policy needs besides the package.
+pub struct PolicyCheck<'a> {
+    pub policy: &'a Policy,
+    pub fetcher: &'a dyn Fetch,
+    pub unpack: Limits,
+    pub sandbox: sandbox::Policy,
+    pub inspection_timeout: Duration,
+    pub work_dir: Option<PathBuf>,
+}
+
+/// Checks `package` as `pc.policy` says: the first matching rule names the
+/// trusted layout keys and where layout and links are. A package with no
+/// metadata is refused when the rule (or the policy) requires it, and
+/// otherwise allowed as unverified, saying so.
+pub fn check_with_policy(package: &Path, pc: &PolicyCheck) -> Verdict {
+    let started = Instant::now();
+    let refuse = |reasons: Vec<String>| Verdict {
+        allowed: false,
+        package: package.display().to_string(),
+        format: None,
+        name: None,
+        version: None,
+        layout: String::new(),
+        signed_by: Vec::new(),
+        steps: Vec::new(),
+        reasons,
+        warnings: Vec::new(),
+        weak_sandbox: Vec::new(),
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    let Some((eco, name, version)) = identify(package) else {
+        return refuse(vec![format!(
+            "{}: cannot tell the package's name and version from its file name \
+             (policy mode knows name_version_arch.deb and name-version.crate)",
+            package.display()
+        )]);
+    };
+    let Some(rule) = pc.policy.rule_or_default(eco, &name) else {
+        let mut v = refuse(vec![format!(
+            "no rule of {} covers {eco} package {name}",
+            pc.policy.file.display()
+        )]);
+        v.name = Some(name);
+        v.version = Some(version);
+        if !pc.policy.required {
+            v.allowed = true;
+            v.reasons.clear();
+            v.warnings.push(format!(
+                "unverified: no rule covers {eco} package {} and the policy does not require metadata",
+                v.name.as_deref().unwrap_or("")
+            ));
+        }
+        return v;
+    };
+    let mut vars = Vars::for_package(&name, &version, package);
+    if crate::fetch::uses_var(&rule.layout, "sha256")
+        || crate::fetch::uses_var(&rule.links, "sha256")
+    {
+        match crate::digest::hash_file(package, &[crate::digest::HashAlg::Sha256], false) {
+            Ok(h) => vars.sha256 = h.get("sha256").cloned(),
+            Err(e) => return refuse(vec![format!("{}: {e}", package.display())]),
+        }
+    }
+    let layout_loc = match rule.layout_location(&vars) {
+        Ok(l) => l,
+        Err(e) => {
+            return refuse(vec![format!(
+                "rule {}: layout location: {e}",
+                rule_name(rule)
+            )])
+        }
+    };
+    let layout = match pc.fetcher.get(&layout_loc) {
+        Ok(Some(b)) => b,
+        Ok(None) if rule.required => {
+            return refuse(vec![format!(
+                "no layout for required package {name} {version}: nothing at {layout_loc}"
+            )])
+        }
+        Ok(None) => {
+            let mut v = refuse(Vec::new());
+            v.allowed = true;
+            v.name = Some(name.clone());
+            v.version = Some(version.clone());
+            v.layout = layout_loc.clone();
+            v.warnings.push(format!(
+                "unverified: no in-toto metadata at {layout_loc}, and rule {} does not require it",
+                rule_name(rule)
+            ));
+            return v;
+        }
+        Err(e) => return refuse(vec![format!("fetching the layout: {e}")]),
+    };
+    let links = RuleLinks::new(rule, vars, pc.fetcher);
+    check(&Request {
+        package,
+        layout: &layout,
+        layout_origin: &layout_loc,
+        layout_keys: &rule.layout_keys,
+        links: &links,
+        unpack: pc.unpack.clone(),
+        sandbox: pc.sandbox.clone(),
+        inspection_timeout: pc.inspection_timeout,
+        work_dir: pc.work_dir.clone(),
+    })
+}
+
+fn rule_name(rule: &Rule) -> String {
+    match rule.index {
+        Some(i) => format!("#{} ({})", i + 1, rule.name),
+        None => "(sibling .intoto directory)".to_owned(),
+    }
+}
