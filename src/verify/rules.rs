@@ -27,12 +27,14 @@ impl Side {
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RuleFailure {
-    #[error("{item}: {field} rule `{rule}` matched {}", list(.artifacts))]
+    #[error("{item}: {field} rule `{rule}` matched {}{}", list(.artifacts), details(.misses))]
     Disallowed {
         item: String,
         field: &'static str,
         rule: String,
         artifacts: Vec<String>,
+        /// Why earlier MATCH rules did not consume these artifacts.
+        misses: Vec<MatchMiss>,
     },
     #[error("{item}: {field} rule `{rule}` did not find {artifact:?} among the artifacts still unmatched")]
     Required {
@@ -49,6 +51,27 @@ pub enum RuleFailure {
         path: String,
         joined: String,
     },
+}
+
+fn details(misses: &[MatchMiss]) -> String {
+    let short = |h: &Option<String>| match h {
+        Some(h) => format!("sha256 {}…", &h[..h.len().min(12)]),
+        None => "no such artifact".to_owned(),
+    };
+    misses
+        .iter()
+        .take(10)
+        .map(|m| {
+            format!(
+                "\n  {:?} was not matched by `{}`: here {}, {} has {}",
+                m.artifact,
+                m.rule,
+                short(&m.ours),
+                m.dest,
+                short(&m.theirs)
+            )
+        })
+        .collect()
 }
 
 fn list(v: &[String]) -> String {
@@ -96,7 +119,7 @@ pub fn apply(
         Side::Products => &link.products,
     };
     let mut queue: BTreeSet<&str> = source.keys().map(String::as_str).collect();
-    let mut misses = Vec::new();
+    let mut misses: Vec<MatchMiss> = Vec::new();
     for rule in rules {
         let filter = |pat: &str, queue: &BTreeSet<&str>| -> Vec<String> {
             let p = Pattern::new(pat);
@@ -126,11 +149,17 @@ pub fn apply(
             RuleKind::Disallow(p) => {
                 let hit = filter(p, &queue);
                 if !hit.is_empty() {
+                    let misses = misses
+                        .iter()
+                        .filter(|m| hit.contains(&m.artifact))
+                        .cloned()
+                        .collect();
                     return Err(RuleFailure::Disallowed {
                         item: item.into(),
                         field: side.field(),
                         rule: rule.to_string(),
                         artifacts: hit,
+                        misses,
                     });
                 }
                 Vec::new()
@@ -288,7 +317,11 @@ mod tests {
         ];
         let err = apply("s", Side::Products, &rules, &src, &links).unwrap_err();
         match err {
-            RuleFailure::Disallowed { artifacts, .. } => assert_eq!(artifacts, ["out/z"]),
+            RuleFailure::Disallowed { ref artifacts, ref misses, .. } => {
+                assert_eq!(artifacts, &["out/z"]);
+                assert_eq!(misses[0].theirs.as_deref(), Some("9"));
+                assert!(err.to_string().contains("b:build/z has sha256 9"), "{err}");
+            }
             e => panic!("{e}"),
         }
         // MATCH against an unknown step consumes nothing, and is no error.

@@ -76,3 +76,19 @@ fn usage_errors_exit_2() {
     let out = run(totogate().args(["verify", "--bogus"]).current_dir(d.path()));
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn modified_source_is_refused_with_both_hashes() {
+    let d = sample_copy();
+    let f = d.path().join("project/hello.c");
+    let mut text = std::fs::read_to_string(&f).unwrap();
+    text.push_str("int backdoor;\n");
+    std::fs::write(&f, text).unwrap();
+    let out = run(totogate().arg("verify").args(ARGS).current_dir(d.path()));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // One line naming the item, rule and artifact; then which hash on each side.
+    assert!(err.contains("list-tarball: expected_materials rule `DISALLOW project/*` matched \"project/hello.c\""), "{err}");
+    assert!(err.contains("write-code:project/hello.c has sha256"), "{err}");
+    assert_eq!(run(oracle("in-toto-verify").args(ARGS).current_dir(d.path())).status.code(), Some(1));
+}

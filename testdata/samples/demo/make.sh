@@ -19,7 +19,7 @@ printf 'hello: hello.c\n\tcc -o hello hello.c\n' > project/Makefile
 cat > layout.json <<'JSON'
 {
   "expires": "2036-01-01T00:00:00Z",
-  "readme": "totogate sample: alice writes the code, bob packages it, the verifier lists the tarball.",
+  "readme": "totogate sample: alice writes the code, bob packages it; the verifier lists the tarball, and the tarball and sources in its working directory must be what they made (other files there, such as this metadata, are allowed).",
   "keys": {"alice": "alice.pub", "bob": "bob.pub"},
   "steps": [
     {"name": "write-code", "pubkeys": ["alice"], "expected_command": [],
@@ -34,8 +34,12 @@ cat > layout.json <<'JSON'
     {"name": "list-tarball", "run": ["tar", "tzf", "hello.tar.gz"],
      "expected_materials": [["MATCH", "hello.tar.gz", "WITH", "PRODUCTS", "FROM", "package"],
                             ["MATCH", "project/*", "WITH", "PRODUCTS", "FROM", "write-code"],
+                            ["DISALLOW", "hello.tar.gz"], ["DISALLOW", "project/*"],
                             ["ALLOW", "*"]],
-     "expected_products": [["MATCH", "hello.tar.gz", "WITH", "PRODUCTS", "FROM", "package"], ["ALLOW", "*"]]}
+     "expected_products": [["MATCH", "hello.tar.gz", "WITH", "PRODUCTS", "FROM", "package"],
+                           ["MATCH", "project/*", "WITH", "PRODUCTS", "FROM", "write-code"],
+                           ["DISALLOW", "hello.tar.gz"], ["DISALLOW", "project/*"],
+                           ["ALLOW", "*"]]}
   ]
 }
 JSON
