@@ -252,41 +252,33 @@ impl Envelope {
             .map_err(|_| SignatureProblem::Invalid)
     }
 
+    /// The signature dicts, with `sig` encoded as the envelope kind wants
+    /// (hex for Metablock, base64 for DSSE).
+    fn signature_values(&self, encode: impl Fn(&[u8]) -> String) -> Value {
+        let sigs = self.signatures.iter().map(|s| {
+            let mut m = s.extra.clone();
+            m.insert("keyid".into(), json!(s.keyid));
+            m.insert("sig".into(), json!(encode(&s.sig)));
+            Value::Object(m)
+        });
+        Value::Array(sigs.collect())
+    }
+
     /// The file as the reference writes it (no trailing newline).
     pub fn to_file_bytes(&self) -> Vec<u8> {
         match self.kind {
             EnvelopeKind::Metablock => {
-                let sigs: Vec<Value> = self
-                    .signatures
-                    .iter()
-                    .map(|s| {
-                        let mut m = s.extra.clone();
-                        m.insert("keyid".into(), json!(s.keyid));
-                        m.insert("sig".into(), json!(hex::encode(&s.sig)));
-                        Value::Object(m)
-                    })
-                    .collect();
                 let mut doc = Map::new();
-                doc.insert("signatures".into(), Value::Array(sigs));
+                doc.insert("signatures".into(), self.signature_values(|b| hex::encode(b)));
                 doc.insert("signed".into(), self.payload.to_value());
                 to_python_json(&Value::Object(doc), PyStyle::Indent1).into_bytes()
             }
             EnvelopeKind::Dsse => {
                 use base64::engine::general_purpose::STANDARD;
-                let sigs: Vec<Value> = self
-                    .signatures
-                    .iter()
-                    .map(|s| {
-                        let mut m = s.extra.clone();
-                        m.insert("keyid".into(), json!(s.keyid));
-                        m.insert("sig".into(), json!(STANDARD.encode(&s.sig)));
-                        Value::Object(m)
-                    })
-                    .collect();
                 let doc = json!({
                     "payload": STANDARD.encode(&self.dsse_payload),
                     "payloadType": DSSE_PAYLOAD_TYPE,
-                    "signatures": sigs,
+                    "signatures": self.signature_values(|b| STANDARD.encode(b)),
                 });
                 to_python_json(&doc, PyStyle::Default).into_bytes()
             }
