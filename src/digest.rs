@@ -8,7 +8,7 @@
 //! note, not an error; `--lstrip-paths` strips the first matching plain string
 //! prefix and refuses collisions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -151,6 +151,91 @@ impl Excluder {
 
 /// Records `paths` into an artifact map (hash dicts by normalised path).
 pub fn record(paths: &[String], opts: &RecordOptions) -> Result<(ArtifactMap, Notes), DigestError> {
+    record_cached(paths, opts, None, None)
+}
+
+/// File identity and timestamps: unchanged identity and ctime mean
+/// unchanged content, provided the ctime is older than the first snapshot
+/// (a write always moves ctime to "now", and user space cannot set it back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StatKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl StatKey {
+    fn of(m: &std::fs::Metadata) -> StatKey {
+        use std::os::unix::fs::MetadataExt;
+        StatKey {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// Hashes from an earlier snapshot, reusable for files that provably did not
+/// change since (used for an inspection's "after" snapshot: its command
+/// usually leaves most of a large tree alone).
+#[derive(Debug, Default)]
+pub struct StatCache {
+    /// Files whose ctime is at or after this (seconds since the epoch) are
+    /// never trusted: timestamps are coarse, so a write right after our
+    /// stat could keep the same ctime.
+    trusted_before: i64,
+    entries: std::sync::Mutex<HashMap<PathBuf, (StatKey, HashDict)>>,
+}
+
+impl StatCache {
+    /// A cache that trusts files last changed before now minus 2 s.
+    pub fn new() -> StatCache {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        StatCache {
+            trusted_before: now - 2,
+            entries: Default::default(),
+        }
+    }
+    fn trusted(&self, k: &StatKey) -> bool {
+        k.ctime.0 < self.trusted_before
+    }
+    fn lookup(&self, path: &Path) -> Option<HashDict> {
+        let m = std::fs::metadata(path).ok()?;
+        let k = StatKey::of(&m);
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match entries.get(path) {
+            Some((old, h)) if *old == k && self.trusted(&k) => Some(h.clone()),
+            _ => None,
+        }
+    }
+    fn remember(&self, path: &Path, h: &HashDict) {
+        if let Ok(m) = std::fs::metadata(path) {
+            let k = StatKey::of(&m);
+            if self.trusted(&k) {
+                self.entries
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(path.to_path_buf(), (k, h.clone()));
+            }
+        }
+    }
+}
+
+/// [`record`], reusing hashes from `reuse` for unchanged files and
+/// remembering new ones in `remember`.
+pub fn record_cached(
+    paths: &[String],
+    opts: &RecordOptions,
+    reuse: Option<&StatCache>,
+    remember: Option<&StatCache>,
+) -> Result<(ArtifactMap, Notes), DigestError> {
     if paths.is_empty() {
         return Ok((ArtifactMap::new(), Notes::default()));
     }
@@ -236,9 +321,19 @@ pub fn record(paths: &[String], opts: &RecordOptions) -> Result<(ArtifactMap, No
             .into_iter()
             .par_bridge()
             .map(|(key, p)| {
-                hash_file(&p, &opts.algorithms, opts.normalize_line_endings)
-                    .map(|h| (key, h))
-                    .map_err(|source| DigestError::Io { path: p, source })
+                if let Some(h) = reuse.and_then(|c| c.lookup(&p)) {
+                    return Ok((key, h));
+                }
+                let h = hash_file(&p, &opts.algorithms, opts.normalize_line_endings).map_err(
+                    |source| DigestError::Io {
+                        path: p.clone(),
+                        source,
+                    },
+                )?;
+                if let Some(c) = remember {
+                    c.remember(&p, &h);
+                }
+                Ok((key, h))
             })
             .collect();
         (walker.join(), hashed)
@@ -400,6 +495,38 @@ fn normalize_into(input: &[u8], pending_cr: &mut bool, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_cache_reuses_only_old_unchanged_files() {
+        let d = tempfile::tempdir().unwrap();
+        let old = d.path().join("old");
+        let fresh = d.path().join("fresh");
+        std::fs::write(&old, b"a").unwrap();
+        std::fs::write(&fresh, b"b").unwrap();
+        let cache = StatCache::new();
+        // Pretend `old` was last changed long ago by trusting everything before now + 10 s.
+        let cache = StatCache {
+            trusted_before: cache.trusted_before + 12,
+            ..cache
+        };
+        let opts = RecordOptions {
+            base_path: Some(d.path().to_path_buf()),
+            ..Default::default()
+        };
+        let (first, _) = record_cached(&[".".into()], &opts, None, Some(&cache)).unwrap();
+        // A rewrite moves ctime, so the cached hash is not reused.
+        std::fs::write(&old, b"c").unwrap();
+        let (second, _) = record_cached(&[".".into()], &opts, Some(&cache), None).unwrap();
+        assert_ne!(first["old"], second["old"]);
+        assert_eq!(second["old"]["sha256"], hex::encode(Sha256::digest(b"c")));
+        // With a cache that trusts nothing, nothing is remembered.
+        let strict = StatCache {
+            trusted_before: 0,
+            ..StatCache::default()
+        };
+        record_cached(&[".".into()], &opts, None, Some(&strict)).unwrap();
+        assert!(strict.entries.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn normpath_matches_python() {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::crypto::{KeyId, PublicKey};
-use crate::digest::{self, RecordOptions};
+use crate::digest::{self, RecordOptions, StatCache};
 use crate::json::JsonLimits;
 use crate::model::{
     ArtifactRule, Envelope, FormatError, Inspection, Layout, Link, Payload, SignatureProblem,
@@ -485,7 +485,7 @@ fn verify_chain(
     // depend on the links: hash it while the links are parsed and checked.
     let early_snapshot = (depth == 0 && !layout.inspect.is_empty()).then(|| {
         let dir = opts.inspection_dir.clone();
-        std::thread::spawn(move || snapshot(&dir))
+        std::thread::spawn(move || snapshot_before(&dir))
     });
     cx.links.prefetch(&wanted);
     wanted.sort_by_key(|l| l.file_name());
@@ -730,16 +730,30 @@ fn summary_link(name: &str, layout: &Layout, links: &BTreeMap<String, VerifiedLi
 /// Runs one inspection in `opts.inspection_dir`, recording the whole
 /// directory before and after (default excludes, as the reference).
 /// Everything in an inspection directory, as the reference records it
-/// (default excludes, symlinked directories followed).
-fn snapshot(dir: &Path) -> Result<crate::model::ArtifactMap, crate::digest::DigestError> {
+/// (default excludes, symlinked directories followed). Hashes of files
+/// that were old and unchanged are reused from `reuse`.
+fn snapshot(
+    dir: &Path,
+    reuse: Option<&StatCache>,
+    remember: Option<&StatCache>,
+) -> Result<crate::model::ArtifactMap, crate::digest::DigestError> {
     let artifacts = RecordOptions {
         base_path: Some(dir.to_path_buf()),
         ..RecordOptions::default()
     };
-    digest::record(&[".".to_string()], &artifacts).map(|(m, _)| m)
+    digest::record_cached(&[".".to_string()], &artifacts, reuse, remember).map(|(m, _)| m)
 }
 
-type Snapshot = Result<crate::model::ArtifactMap, crate::digest::DigestError>;
+/// The "before" snapshot of an inspection and the stat cache it filled.
+type Snapshot = (
+    Result<crate::model::ArtifactMap, crate::digest::DigestError>,
+    StatCache,
+);
+
+fn snapshot_before(dir: &Path) -> Snapshot {
+    let cache = StatCache::new();
+    (snapshot(dir, None, Some(&cache)), cache)
+}
 
 fn run_inspection(
     insp: &Inspection,
@@ -756,9 +770,8 @@ fn run_inspection(
         name: insp.name.clone(),
         source,
     };
-    let materials = before
-        .unwrap_or_else(|| snapshot(&opts.inspection_dir))
-        .map_err(|e| wrap(Box::new(e)))?;
+    let (materials, cache) = before.unwrap_or_else(|| snapshot_before(&opts.inspection_dir));
+    let materials = materials.map_err(|e| wrap(Box::new(e)))?;
     let code = cx
         .runner
         .run(&insp.run, &opts.inspection_dir, opts.inspection_timeout)
@@ -770,7 +783,8 @@ fn run_inspection(
             code,
         });
     }
-    let products = snapshot(&opts.inspection_dir).map_err(|e| wrap(Box::new(e)))?;
+    let products =
+        snapshot(&opts.inspection_dir, Some(&cache), None).map_err(|e| wrap(Box::new(e)))?;
     Ok(Link {
         name: insp.name.clone(),
         command: insp.run.clone(),
