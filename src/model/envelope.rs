@@ -269,7 +269,10 @@ impl Envelope {
         match self.kind {
             EnvelopeKind::Metablock => {
                 let mut doc = Map::new();
-                doc.insert("signatures".into(), self.signature_values(|b| hex::encode(b)));
+                doc.insert(
+                    "signatures".into(),
+                    self.signature_values(|b| hex::encode(b)),
+                );
                 doc.insert("signed".into(), self.payload.to_value());
                 to_python_json(&Value::Object(doc), PyStyle::Indent1).into_bytes()
             }

@@ -317,7 +317,11 @@ mod tests {
         ];
         let err = apply("s", Side::Products, &rules, &src, &links).unwrap_err();
         match err {
-            RuleFailure::Disallowed { ref artifacts, ref misses, .. } => {
+            RuleFailure::Disallowed {
+                ref artifacts,
+                ref misses,
+                ..
+            } => {
                 assert_eq!(artifacts, &["out/z"]);
                 assert_eq!(misses[0].theirs.as_deref(), Some("9"));
                 assert!(err.to_string().contains("b:build/z has sha256 9"), "{err}");

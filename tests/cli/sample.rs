@@ -89,6 +89,14 @@ fn modified_source_is_refused_with_both_hashes() {
     let err = String::from_utf8_lossy(&out.stderr);
     // One line naming the item, rule and artifact; then which hash on each side.
     assert!(err.contains("list-tarball: expected_materials rule `DISALLOW project/*` matched \"project/hello.c\""), "{err}");
-    assert!(err.contains("write-code:project/hello.c has sha256"), "{err}");
-    assert_eq!(run(oracle("in-toto-verify").args(ARGS).current_dir(d.path())).status.code(), Some(1));
+    assert!(
+        err.contains("write-code:project/hello.c has sha256"),
+        "{err}"
+    );
+    assert_eq!(
+        run(oracle("in-toto-verify").args(ARGS).current_dir(d.path()))
+            .status
+            .code(),
+        Some(1)
+    );
 }
