@@ -16,6 +16,7 @@ use totogate::verify::{self, Options, VerifyError};
 
 mod check_cmd;
 mod layout_cmd;
+mod mirror_cmd;
 
 // Links with tens of thousands of artifacts make verification allocation-bound;
 // mimalloc halves that cost against glibc malloc.
@@ -60,6 +61,8 @@ enum Cmd {
     Keygen(KeygenArgs),
     /// Build and sign a layout from a JSON template naming keys by file
     Layout(layout_cmd::LayoutArgs),
+    /// Check a whole pool of packages in bulk: parallel, resumable, shardable
+    Mirror(mirror_cmd::MirrorArgs),
 }
 
 #[derive(Args)]
@@ -336,6 +339,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Cmd::Sign(a) => cmd_sign(a),
         Cmd::Keygen(a) => cmd_keygen(a),
         Cmd::Layout(a) => layout_cmd::run(a),
+        Cmd::Mirror(a) => mirror_cmd::run(a),
     }
 }
 

@@ -218,6 +218,8 @@ impl<'a> Sink<'a> {
         self.claim(at, rel, Kind::File)?;
         self.ensure_parents(at, rel)?;
         let p = self.dest.join(rel);
+        // No fork may copy this descriptor while it is open: see `exec_lock`.
+        let _writing = crate::exec_lock::writing();
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)

@@ -388,7 +388,12 @@ pub fn run(argv: &[String], dir: &Path, policy: &Policy) -> Result<Outcome, Sand
     unsafe {
         cmd.pre_exec(move || setup.monitor());
     }
-    let spawned = cmd.spawn();
+    let spawned = {
+        // No other thread may hold a file open for writing while the monitor
+        // and init carry inherited descriptors: see `exec_lock`.
+        let _forking = crate::exec_lock::forking();
+        cmd.spawn()
+    };
     drop(cmd);
     drop(status_w);
     let mut child = spawned.map_err(|source| SandboxError::Spawn {

@@ -7,5 +7,6 @@ mod check_policy;
 mod common;
 mod hostile;
 mod interop;
+mod mirror;
 mod sample;
 mod scenarios;
