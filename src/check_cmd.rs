@@ -37,6 +37,20 @@ pub struct CheckArgs {
     /// metadata lives (default without --layout: /etc/totogate/policy.toml)
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+    #[command(flatten)]
+    confine: ConfineArgs,
+    /// Print the verdict as one JSON document on stdout
+    #[arg(long)]
+    json: bool,
+    /// Also print warnings
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+/// How far a package may go: unpacking limits and the inspection sandbox.
+/// Shared by `check` and `mirror check`.
+#[derive(Args)]
+pub struct ConfineArgs {
     /// Seconds an inspection may run
     #[arg(
         long = "inspection-timeout",
@@ -47,45 +61,55 @@ pub struct CheckArgs {
     /// Run inspections even where the host lacks some sandbox protection (they are listed)
     #[arg(long = "allow-weak-sandbox")]
     allow_weak_sandbox: bool,
-    /// Largest total unpacked size, in bytes
+    /// Largest total unpacked size of a package, in bytes
     #[arg(long = "max-unpacked-bytes", value_name = "BYTES")]
     max_unpacked_bytes: Option<u64>,
-    /// Most archive entries
+    /// Most archive entries of a package
     #[arg(long = "max-entries", value_name = "N")]
     max_entries: Option<u64>,
     /// Largest compression ratio (unpacked bytes per packed byte)
     #[arg(long = "max-ratio", value_name = "N")]
     max_ratio: Option<u64>,
-    /// Where to make the per-package directory (default: $TMPDIR)
+    /// Where to make the per-package directories (default: $TMPDIR)
     #[arg(long = "work-dir", value_name = "DIR")]
     work_dir: Option<PathBuf>,
-    /// Print the verdict as one JSON document on stdout
-    #[arg(long)]
-    json: bool,
-    /// Also print warnings
-    #[arg(short, long)]
-    verbose: bool,
+}
+
+impl ConfineArgs {
+    pub fn unpack_limits(&self) -> Limits {
+        let mut unpack = Limits::default();
+        if let Some(n) = self.max_unpacked_bytes {
+            unpack.max_total_bytes = n;
+        }
+        if let Some(n) = self.max_entries {
+            unpack.max_entries = n;
+        }
+        if let Some(n) = self.max_ratio {
+            unpack.max_ratio = n;
+        }
+        unpack
+    }
+    pub fn sandbox(&self) -> sandbox::Policy {
+        sandbox::Policy {
+            allow_weak: self.allow_weak_sandbox,
+            ..sandbox::Policy::default()
+        }
+    }
+    pub fn inspection_timeout(&self) -> Duration {
+        Duration::from_secs(self.inspection_timeout)
+    }
+    pub fn work_dir(&self) -> Option<PathBuf> {
+        self.work_dir.clone()
+    }
 }
 
 pub fn run(a: CheckArgs) -> Result<u8> {
     if !a.package.is_file() {
         bail!("{}: no such package file", a.package.display());
     }
-    let mut unpack = Limits::default();
-    if let Some(n) = a.max_unpacked_bytes {
-        unpack.max_total_bytes = n;
-    }
-    if let Some(n) = a.max_entries {
-        unpack.max_entries = n;
-    }
-    if let Some(n) = a.max_ratio {
-        unpack.max_ratio = n;
-    }
-    let sandbox = sandbox::Policy {
-        allow_weak: a.allow_weak_sandbox,
-        ..sandbox::Policy::default()
-    };
-    let inspection_timeout = Duration::from_secs(a.inspection_timeout);
+    let unpack = a.confine.unpack_limits();
+    let sandbox = a.confine.sandbox();
+    let inspection_timeout = a.confine.inspection_timeout();
     let verdict = match (&a.layout, &a.link_dir) {
         (Some(layout_path), Some(link_dir)) => {
             let mut keys = Vec::new();
@@ -105,7 +129,7 @@ pub fn run(a: CheckArgs) -> Result<u8> {
                 unpack,
                 sandbox,
                 inspection_timeout,
-                work_dir: a.work_dir.clone(),
+                work_dir: a.confine.work_dir(),
             })
         }
         _ => {
@@ -128,7 +152,7 @@ pub fn run(a: CheckArgs) -> Result<u8> {
                     unpack,
                     sandbox,
                     inspection_timeout,
-                    work_dir: a.work_dir.clone(),
+                    work_dir: a.confine.work_dir(),
                 },
             )
         }

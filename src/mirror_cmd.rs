@@ -14,9 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use totogate::check::PolicyCheck;
 use totogate::fetch::{FetchLimits, Fetcher};
 use totogate::mirror::{self, Counts, Done, Report, Run, Shard};
-use totogate::package::Limits;
 use totogate::policy::Policy;
-use totogate::sandbox;
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
@@ -84,28 +82,8 @@ struct CheckArgs {
     /// Exit 0 even if packages were refused or errored
     #[arg(long = "no-fail")]
     no_fail: bool,
-    /// Seconds an inspection may run
-    #[arg(
-        long = "inspection-timeout",
-        value_name = "SECONDS",
-        default_value_t = 10
-    )]
-    inspection_timeout: u64,
-    /// Run inspections even where the host lacks some sandbox protection
-    #[arg(long = "allow-weak-sandbox")]
-    allow_weak_sandbox: bool,
-    /// Largest total unpacked size of one package, in bytes
-    #[arg(long = "max-unpacked-bytes", value_name = "BYTES")]
-    max_unpacked_bytes: Option<u64>,
-    /// Most archive entries of one package
-    #[arg(long = "max-entries", value_name = "N")]
-    max_entries: Option<u64>,
-    /// Largest compression ratio (unpacked bytes per packed byte)
-    #[arg(long = "max-ratio", value_name = "N")]
-    max_ratio: Option<u64>,
-    /// Where to make the per-package directories (default: $TMPDIR)
-    #[arg(long = "work-dir", value_name = "DIR")]
-    work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    confine: crate::check_cmd::ConfineArgs,
 }
 
 #[derive(Args)]
@@ -241,27 +219,14 @@ fn check(a: CheckArgs) -> Result<u8> {
         }
         None => None,
     };
-    let mut unpack = Limits::default();
-    if let Some(n) = a.max_unpacked_bytes {
-        unpack.max_total_bytes = n;
-    }
-    if let Some(n) = a.max_entries {
-        unpack.max_entries = n;
-    }
-    if let Some(n) = a.max_ratio {
-        unpack.max_ratio = n;
-    }
     let fetcher = Fetcher::new(FetchLimits::default());
     let pc = PolicyCheck {
         policy: &policy,
         fetcher: &fetcher,
-        unpack,
-        sandbox: sandbox::Policy {
-            allow_weak: a.allow_weak_sandbox,
-            ..sandbox::Policy::default()
-        },
-        inspection_timeout: Duration::from_secs(a.inspection_timeout),
-        work_dir: a.work_dir.clone(),
+        unpack: a.confine.unpack_limits(),
+        sandbox: a.confine.sandbox(),
+        inspection_timeout: a.confine.inspection_timeout(),
+        work_dir: a.confine.work_dir(),
     };
     let total = packages.len() as u64;
     let mut progress = Progress::new(total, a.quiet);
