@@ -593,7 +593,6 @@ fn cmd_keygen(a: KeygenArgs) -> Result<u8> {
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -606,7 +605,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.write_all(bytes)?;
     tmp.persist(path)
         .with_context(|| format!("{}: cannot write", path.display()))?;
-    let _ = std::fs::OpenOptions::new().mode(0o600);
     Ok(())
 }
 

@@ -206,8 +206,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RecordError> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    // Metadata is public: 0644 (less the umask), as the reference's open() gives.
     let mut tmp = tempfile::Builder::new()
         .prefix(".totogate-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .tempfile_in(&dir)
         .map_err(io_err)?;
     tmp.write_all(bytes).map_err(io_err)?;

@@ -186,3 +186,22 @@ fn failing_command_still_writes_the_link_and_passes_its_code() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("timed out"));
 }
+
+#[test]
+fn keys_are_private_and_links_are_readable() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    ok(totogate().args(["keygen", "k"]).current_dir(p));
+    ok(totogate()
+        .args(["run", "-n", "s", "--signing-key", "k", "-x"])
+        .current_dir(p));
+    let mode = |f: &std::path::Path| std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&p.join("k")), 0o600);
+    let link = std::fs::read_dir(p)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|f| f.extension().is_some_and(|x| x == "link"))
+        .unwrap();
+    assert_eq!(mode(&link) & 0o044, 0o044, "links are public metadata");
+}
