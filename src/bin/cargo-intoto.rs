@@ -42,7 +42,6 @@ fn styles() -> Styles {
         .header(AnsiColor::Green.on_default() | Effects::BOLD)
         .usage(AnsiColor::Green.on_default() | Effects::BOLD)
         .literal(AnsiColor::Cyan.on_default() | Effects::BOLD)
-        .placeholder(AnsiColor::Cyan.on_default())
         .error(AnsiColor::Red.on_default() | Effects::BOLD)
         .valid(AnsiColor::Cyan.on_default() | Effects::BOLD)
         .invalid(AnsiColor::Yellow.on_default() | Effects::BOLD)
