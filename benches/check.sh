@@ -35,28 +35,17 @@
 # Page cache warm (hyperfine --warmup 1).
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-TOTOGATE=${TOTOGATE:-target/release/totogate}
-BENCH_DIR=${BENCH_DIR:-target/bench}
+bench=check
+. "$(dirname "$0")/lib.sh"
+needs hyperfine openssl jq dpkg-deb
 RUNS=${RUNS:-5}
 CHECK_ARGS=${CHECK_ARGS:-}
-
-die() { echo "check.sh: $*" >&2; exit 1; }
-TOTOGATE=$(realpath "$TOTOGATE") || die "no totogate binary at $TOTOGATE (cargo build --release)"
-[ -x "$TOTOGATE" ] || die "not executable: $TOTOGATE"
-for t in hyperfine openssl jq dpkg-deb; do command -v $t >/dev/null || die "needs $t"; done
 
 work=$(realpath -m "$BENCH_DIR/check")
 mkdir -p "$work/results"
 cd "$work"
 
-# Benchmark a private copy of the binary: a concurrent `cargo build` must not
-# swap it mid-run. Its sha256 and the source commit are printed for the record.
-src_rev=$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)
-cp "$TOTOGATE" "$work/totogate.bin"
-echo "# binary:    $TOTOGATE (copied to $work/totogate.bin, sha256 $(sha256sum "$work/totogate.bin" | cut -c1-16), tree $src_rev, built $(date -u -r "$TOTOGATE" +%FT%TZ))"
-TG=$work/totogate.bin
+pin_binary "$work"
 echo "# totogate:  $TG ($("$TG" --version))"
 echo "# dpkg-deb:  $(dpkg-deb --version | head -1)"
 echo "# openssl:   $(openssl version)"

@@ -17,35 +17,20 @@
 # the fixtures were just written / read.
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-TOTOGATE=${TOTOGATE:-target/release/totogate}
-if [ -z "${ORACLE_BIN:-}" ]; then
-  if [ -x target/oracle-venv/bin/in-toto-run ]; then ORACLE_BIN=target/oracle-venv/bin
-  else ORACLE_BIN=/opt/intoto-venv/bin; fi
-fi
-BENCH_DIR=${BENCH_DIR:-target/bench}
+bench=hashing
+. "$(dirname "$0")/lib.sh"
+oracle in-toto-run
+needs hyperfine openssl jq
 RUNS_A=${RUNS_A:-5}
 RUNS_B=${RUNS_B:-10}
 ONLY=${ONLY:-}
-
-die() { echo "hashing.sh: $*" >&2; exit 1; }
-TOTOGATE=$(realpath "$TOTOGATE") || die "no totogate binary at $TOTOGATE (cargo build --release)"
-ORACLE_BIN=$(realpath "$ORACLE_BIN")
-[ -x "$TOTOGATE" ] || die "not executable: $TOTOGATE"
-[ -x "$ORACLE_BIN/in-toto-run" ] || die "no in-toto-run in $ORACLE_BIN"
-for t in hyperfine openssl jq; do command -v $t >/dev/null || die "needs $t (apt-get install -y $t)"; done
 
 work=$(realpath -m "$BENCH_DIR/hashing")
 mkdir -p "$work/out-tg" "$work/out-ref" "$work/results"
 cd "$work"
 
-# Benchmark a private copy of the binary: a concurrent `cargo build` must not
-# swap it mid-run. Its sha256 and the source commit are printed for the record.
-src_rev=$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)
-cp "$TOTOGATE" "$work/totogate.bin"
-echo "# binary:    $TOTOGATE (copied to $work/totogate.bin, sha256 $(sha256sum "$work/totogate.bin" | cut -c1-16), tree $src_rev, built $(date -u -r "$TOTOGATE" +%FT%TZ))"
-TOTOGATE=$work/totogate.bin
+pin_binary "$work"
+TOTOGATE=$TG
 
 echo "# totogate:  $TOTOGATE ($("$TOTOGATE" --version))"
 echo "# reference: $ORACLE_BIN/in-toto-run ($("$ORACLE_BIN/in-toto-run" --version 2>&1 | head -1))"

@@ -20,34 +20,20 @@
 # cache warm (each pool is walked once before).
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-TOTOGATE=${TOTOGATE:-target/release/totogate}
-if [ -z "${ORACLE_BIN:-}" ]; then
-  if [ -x target/oracle-venv/bin/in-toto-verify ]; then ORACLE_BIN=target/oracle-venv/bin
-  else ORACLE_BIN=/opt/intoto-venv/bin; fi
-fi
-BENCH_DIR=${BENCH_DIR:-target/bench}
+bench=mirror
+. "$(dirname "$0")/lib.sh"
+oracle in-toto-verify
+needs dpkg-deb tar jq /usr/bin/time
 N_SMALL=${N_SMALL:-1000}
 N_LARGE=${N_LARGE:-10000}
 N_REF=${N_REF:-100}
 ONLY=${ONLY:-}
 want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 
-die() { echo "mirror.sh: $*" >&2; exit 1; }
-TOTOGATE=$(realpath "$TOTOGATE") || die "no totogate binary at $TOTOGATE (cargo build --release)"
-[ -x "$ORACLE_BIN/in-toto-verify" ] || die "no in-toto-verify in $ORACLE_BIN"
-ORACLE_BIN=$(realpath "$ORACLE_BIN")
-for t in dpkg-deb tar jq /usr/bin/time; do command -v $t >/dev/null || die "needs $t"; done
-
 work=$(realpath -m "$BENCH_DIR/mirror")
 rm -rf "$work"
 mkdir -p "$work/results" "$work/orig"
-# A private copy of the binary: a concurrent `cargo build` must not swap it.
-cp "$TOTOGATE" "$work/totogate.bin"
-src_rev=$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)
-echo "# binary:    $TOTOGATE (sha256 $(sha256sum "$work/totogate.bin" | cut -c1-16), tree $src_rev)"
-TG=$work/totogate.bin
+pin_binary "$work"
 echo "# reference: $ORACLE_BIN/in-toto-verify ($("$ORACLE_BIN/in-toto-verify" --version 2>&1 | head -1))"
 echo "# machine:   nproc=$(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%FT%TZ)"
 

@@ -18,23 +18,12 @@
 # tree is reused if present. Page cache warm (hyperfine --warmup 1).
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-TOTOGATE=${TOTOGATE:-target/release/totogate}
-if [ -z "${ORACLE_BIN:-}" ]; then
-  if [ -x target/oracle-venv/bin/in-toto-verify ]; then ORACLE_BIN=target/oracle-venv/bin
-  else ORACLE_BIN=/opt/intoto-venv/bin; fi
-fi
-BENCH_DIR=${BENCH_DIR:-target/bench}
+bench=verify
+. "$(dirname "$0")/lib.sh"
+oracle in-toto-verify
+needs hyperfine openssl jq
 RUNS=${RUNS:-10}
 ONLY=${ONLY:-}
-
-die() { echo "verify.sh: $*" >&2; exit 1; }
-TOTOGATE=$(realpath "$TOTOGATE") || die "no totogate binary at $TOTOGATE (cargo build --release)"
-ORACLE_BIN=$(realpath "$ORACLE_BIN")
-[ -x "$TOTOGATE" ] || die "not executable: $TOTOGATE"
-[ -x "$ORACLE_BIN/in-toto-verify" ] || die "no in-toto-verify in $ORACLE_BIN"
-for t in hyperfine openssl jq; do command -v $t >/dev/null || die "needs $t (apt-get install -y $t)"; done
 REF_VERIFY=$ORACLE_BIN/in-toto-verify
 REF_RUN=$ORACLE_BIN/in-toto-run
 
@@ -42,13 +31,8 @@ work=$(realpath -m "$BENCH_DIR/verify")
 mkdir -p "$work/results"
 cd "$work"
 
-# Benchmark a private copy of the binary: a concurrent `cargo build` must not
-# swap it mid-run. Its sha256 and the source commit are printed for the record.
-src_rev=$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)
-cp "$TOTOGATE" "$work/totogate.bin"
-echo "# binary:    $TOTOGATE (copied to $work/totogate.bin, sha256 $(sha256sum "$work/totogate.bin" | cut -c1-16), tree $src_rev, built $(date -u -r "$TOTOGATE" +%FT%TZ))"
-TOTOGATE=$work/totogate.bin
-TG=$TOTOGATE
+pin_binary "$work"
+TOTOGATE=$TG
 
 echo "# totogate:  $TG ($("$TG" --version))"
 echo "# reference: $REF_VERIFY ($("$REF_VERIFY" --version 2>&1 | head -1))"
