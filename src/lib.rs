@@ -8,6 +8,7 @@
 // the binary forbids it outright.
 #![deny(unsafe_code)]
 
+pub mod apt;
 pub mod cargo_registry;
 pub mod check;
 pub mod cjson;
