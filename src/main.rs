@@ -74,10 +74,11 @@ struct VerifyArgs {
     /// Public keys (PEM SubjectPublicKeyInfo) that must all have signed the layout
     #[arg(long = "verification-keys", value_name = "PATH", num_args = 1..)]
     verification_keys: Vec<PathBuf>,
-    /// GPG key ids (not supported yet: exits 2)
+    /// GPG key ids (fingerprint, long or short id, or a subkey's) of keys that
+    /// must all have signed the layout, read from the GnuPG keyring
     #[arg(short = 'g', long = "gpg", value_name = "ID", num_args = 1..)]
     gpg: Vec<String>,
-    /// GPG home directory (not supported yet)
+    /// GnuPG home directory or keyring file for --gpg (default: $GNUPGHOME, else ~/.gnupg)
     #[arg(long = "gpg-home", value_name = "PATH")]
     gpg_home: Option<PathBuf>,
     /// Directory holding the link files (`<step>.<keyid8>.link`)
@@ -616,10 +617,11 @@ fn cmd_verify(a: VerifyArgs) -> Result<u8> {
         );
         return Ok(EXIT_USAGE);
     }
-    if !a.gpg.is_empty() || a.gpg_home.is_some() {
-        bail!("GPG keys are not supported yet (they come with the apt integration); use --verification-keys with PEM keys");
-    }
     let mut keys = Vec::new();
+    if !a.gpg.is_empty() {
+        let home = a.gpg_home.clone().unwrap_or_else(crypto::gpg::default_home);
+        keys.extend(crypto::gpg::load_keys(&home, &a.gpg)?);
+    }
     for p in &a.verification_keys {
         keys.push(load_public(p)?);
     }

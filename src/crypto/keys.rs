@@ -6,6 +6,7 @@ use rand_core::OsRng;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::gpg::{self, GpgKey};
 use crate::cjson;
 
 /// A key id: lowercase hex sha256 of the canonical JSON of
@@ -39,6 +40,8 @@ pub enum KeyType {
     Ed25519,
     Rsa,
     Ecdsa,
+    /// An OpenPGP key in securesystemslib's GPG dict format (`type`/`method`).
+    Gpg,
 }
 
 impl KeyType {
@@ -47,6 +50,7 @@ impl KeyType {
             KeyType::Ed25519 => "ed25519",
             KeyType::Rsa => "rsa",
             KeyType::Ecdsa => "ecdsa",
+            KeyType::Gpg => "gpg",
         }
     }
 }
@@ -58,6 +62,12 @@ pub enum Scheme {
     RsaPkcs1v15Sha256,
     EcdsaP256,
     EcdsaP384,
+    /// GPG `method` `pgp+rsa-pkcsv1.5`.
+    PgpRsaPkcs1v15,
+    /// GPG `method` `pgp+eddsa-ed25519`.
+    PgpEddsaEd25519,
+    /// Any other GPG key type (DSA, ...): no signature by it verifies here.
+    PgpOther,
 }
 
 impl Scheme {
@@ -68,6 +78,9 @@ impl Scheme {
             Scheme::RsaPkcs1v15Sha256 => "rsa-pkcs1v15-sha256",
             Scheme::EcdsaP256 => "ecdsa-sha2-nistp256",
             Scheme::EcdsaP384 => "ecdsa-sha2-nistp384",
+            Scheme::PgpRsaPkcs1v15 => "pgp+rsa-pkcsv1.5",
+            Scheme::PgpEddsaEd25519 => "pgp+eddsa-ed25519",
+            Scheme::PgpOther => "pgp",
         }
     }
     fn parse(keytype: &str, scheme: &str) -> Option<(KeyType, Scheme)> {
@@ -113,6 +126,8 @@ pub enum KeyError {
     BadSignature,
     #[error("signing failed: {0}")]
     Signing(String),
+    #[error(transparent)]
+    Gpg(#[from] super::gpg::GpgError),
 }
 
 #[derive(Clone)]
@@ -121,6 +136,7 @@ enum Verifier {
     Rsa(rsa::RsaPublicKey),
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
+    Gpg(Box<GpgKey>),
 }
 
 /// A public key as securesystemslib models it, with its computed key id.
@@ -206,6 +222,7 @@ impl PublicKey {
                 Scheme::EcdsaP384,
                 pem_of(k).unwrap_or_default(),
             ),
+            Verifier::Gpg(_) => (KeyType::Gpg, Scheme::PgpOther, String::new()),
         };
         let base = json!({
             "keytype": keytype.as_str(),
@@ -235,6 +252,9 @@ impl PublicKey {
         dict: &Map<String, Value>,
         claimed: Option<&str>,
     ) -> Result<PublicKey, KeyError> {
+        if gpg::is_gpg_dict(dict) {
+            return PublicKey::gpg_from_dict(dict, claimed);
+        }
         let get = |field: &'static str| {
             dict.get(field)
                 .and_then(Value::as_str)
@@ -279,6 +299,12 @@ impl PublicKey {
                 p384::ecdsa::VerifyingKey::from_public_key_pem(public)
                     .map_err(KeyError::BadPublicPem)?,
             ),
+            Scheme::PgpRsaPkcs1v15 | Scheme::PgpEddsaEd25519 | Scheme::PgpOther => {
+                return Err(KeyError::UnsupportedScheme {
+                    keytype: keytype.into(),
+                    scheme: scheme_name.into(),
+                })
+            }
         };
         let keyval = Value::Object(keyval.clone());
         let mut base = json!({"keytype": keytype, "scheme": scheme_name, "keyval": keyval});
@@ -313,6 +339,58 @@ impl PublicKey {
         })
     }
 
+    /// A GPG key dict (securesystemslib `export_pubkey` format); its id is
+    /// its `keyid` field (the primary key's fingerprint).
+    pub fn from_gpg_dict(dict: &Map<String, Value>) -> Result<PublicKey, KeyError> {
+        PublicKey::gpg_from_dict(dict, None)
+    }
+
+    fn gpg_from_dict(
+        dict: &Map<String, Value>,
+        claimed: Option<&str>,
+    ) -> Result<PublicKey, KeyError> {
+        let keyid = match (claimed, dict.get("keyid").and_then(Value::as_str)) {
+            (Some(c), Some(k)) if c != k => {
+                return Err(KeyError::KeyIdMismatch {
+                    claimed: c.into(),
+                    computed: KeyId(k.into()),
+                })
+            }
+            (_, Some(k)) => k.to_owned(),
+            (Some(c), None) => c.to_owned(),
+            (None, None) => return Err(KeyError::MissingField("keyid")),
+        };
+        let key = GpgKey::from_dict(&keyid, dict, None)?;
+        let scheme = match key.keytype() {
+            "rsa" => Scheme::PgpRsaPkcs1v15,
+            "eddsa" => Scheme::PgpEddsaEd25519,
+            _ => Scheme::PgpOther,
+        };
+        let mut dict = dict.clone();
+        dict.insert("keyid".into(), Value::String(keyid.clone()));
+        Ok(PublicKey {
+            keyid: KeyId(keyid),
+            keytype: KeyType::Gpg,
+            scheme,
+            dict,
+            verifier: Verifier::Gpg(Box::new(key)),
+        })
+    }
+
+    /// The GPG key (with its subkeys), for a key of type `KeyType::Gpg`.
+    pub fn gpg(&self) -> Option<&GpgKey> {
+        match &self.verifier {
+            Verifier::Gpg(k) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// Whether a signature whose `keyid` is `sig_keyid` is this key's, as
+    /// in-toto picks signatures: the key's own id, or one of its GPG subkeys'.
+    pub fn matches_signature_keyid(&self, sig_keyid: &str) -> bool {
+        self.keyid.0 == sig_keyid || self.gpg().is_some_and(|g| g.has_subkey(sig_keyid))
+    }
+
     pub fn keyid(&self) -> &KeyId {
         &self.keyid
     }
@@ -334,6 +412,7 @@ impl PublicKey {
             Verifier::Rsa(k) => pem_of(k),
             Verifier::P256(k) => pem_of(k),
             Verifier::P384(k) => pem_of(k),
+            Verifier::Gpg(k) => Ok(k.to_pem()),
         }
         .unwrap_or_default()
     }
@@ -365,6 +444,8 @@ impl PublicKey {
             (Verifier::P384(k), _) => p384::ecdsa::DerSignature::from_bytes(sig)
                 .map(|s| k.verify(msg, &s).is_ok())
                 .unwrap_or(false),
+            // GPG signatures carry headers: see `GpgKey::verify`.
+            (Verifier::Gpg(_), _) => false,
         };
         if ok {
             Ok(())
@@ -548,6 +629,11 @@ pub fn generate(keytype: KeyType, ecdsa_p384: bool) -> Result<PrivateKey, KeyErr
         ),
         KeyType::Ecdsa if ecdsa_p384 => Signer::P384(p384::ecdsa::SigningKey::random(&mut OsRng)),
         KeyType::Ecdsa => Signer::P256(p256::ecdsa::SigningKey::random(&mut OsRng)),
+        KeyType::Gpg => {
+            return Err(KeyError::UnsupportedAlgorithm(
+                "gpg (GPG keys are made and used by GnuPG)".into(),
+            ))
+        }
     };
     Ok(PrivateKey::from_signer(signer))
 }

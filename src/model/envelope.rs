@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value};
 
 use super::{err, is_hex, FormatError, Layout, Link, Problem};
 use crate::cjson;
+use crate::crypto::gpg::GpgProblem;
 use crate::crypto::{KeyError, PrivateKey, PublicKey};
 use crate::json::{parse_strict, to_python_json, JsonLimits, PyStyle};
 
@@ -44,9 +45,19 @@ impl Payload {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Signature {
     pub keyid: String,
-    pub sig: Vec<u8>,
-    /// Unrecognised fields (GPG signatures carry `signature`/`other_headers`).
+    /// The decoded `sig`; `None` for a GPG signature dict, which carries
+    /// `signature` and `other_headers` (hex, kept verbatim in `extra`) instead.
+    pub sig: Option<Vec<u8>>,
+    /// Unrecognised fields, GPG signatures' `signature`/`other_headers` among them.
     pub extra: Map<String, Value>,
+}
+
+impl Signature {
+    /// A GPG signature dict, as in-toto tells them apart: it has both
+    /// `signature` and `other_headers` (whether or not it also has `sig`).
+    pub fn is_gpg(&self) -> bool {
+        self.extra.contains_key("signature") && self.extra.contains_key("other_headers")
+    }
 }
 
 /// Signed metadata: an unverified payload, its signatures, and the exact
@@ -124,7 +135,10 @@ impl Envelope {
             };
             for (i, s) in sigs.iter().enumerate() {
                 let at = format!("signatures[{i}]");
-                let sig = parse_signature(s, &at, |v| b64_decode(v).ok_or(Problem::BadBase64))?;
+                // DSSE signatures must have `sig` (the reference's DSSE
+                // envelopes carry no GPG signatures).
+                let sig =
+                    parse_signature(s, &at, false, |v| b64_decode(v).ok_or(Problem::BadBase64))?;
                 if signatures.iter().any(|x| x.keyid == sig.keyid) {
                     return Err(err(at, Problem::DuplicateSignature(sig.keyid)));
                 }
@@ -145,7 +159,7 @@ impl Envelope {
                     .iter()
                     .enumerate()
                     .map(|(i, s)| {
-                        parse_signature(s, &format!("signatures[{i}]"), |v| {
+                        parse_signature(s, &format!("signatures[{i}]"), true, |v| {
                             if is_hex(v) || v.is_empty() {
                                 hex::decode(v).map_err(|_| Problem::NotHex(v.into()))
                             } else {
@@ -228,27 +242,62 @@ impl Envelope {
         }
         self.signatures.push(Signature {
             keyid,
-            sig,
+            sig: Some(sig),
             extra: Map::new(),
         });
         Ok(self.signatures.last().expect("just pushed"))
     }
 
     /// Checks the signature `key` made, the way the reference picks it:
-    /// Metablock: the first signature whose keyid is the key's; DSSE: any
-    /// signature with that keyid (there is at most one).
+    /// Metablock: the first signature whose keyid is the key's or (GPG) one
+    /// of its subkeys'; DSSE: any signature with that keyid (there is at
+    /// most one). GPG signatures are checked as securesystemslib does,
+    /// including the (sub)key's validity period against the current time.
     pub fn check_signature(&self, key: &PublicKey) -> Result<(), SignatureProblem> {
+        if self.kind == EnvelopeKind::Dsse {
+            if key.gpg().is_some() {
+                return Err(SignatureProblem::GpgInDsse);
+            }
+            let Some(sig) = self
+                .signatures
+                .iter()
+                .find(|s| s.keyid == key.keyid().as_str())
+            else {
+                return Err(SignatureProblem::Missing);
+            };
+            let bytes = sig.sig.as_deref().ok_or(SignatureProblem::Invalid)?;
+            return key
+                .verify(&self.signed_bytes, bytes)
+                .map_err(|_| SignatureProblem::Invalid);
+        }
         let Some(sig) = self
             .signatures
             .iter()
-            .find(|s| s.keyid == key.keyid().as_str())
+            .find(|s| key.matches_signature_keyid(&s.keyid))
         else {
             return Err(SignatureProblem::Missing);
         };
-        if sig.sig.is_empty() && sig.extra.contains_key("other_headers") {
-            return Err(SignatureProblem::GpgUnsupported);
+        if sig.is_gpg() {
+            let gpg = key.gpg().ok_or(SignatureProblem::Invalid)?;
+            let field = |f: &str| sig.extra.get(f).and_then(Value::as_str);
+            let (Some(signature), Some(headers)) = (field("signature"), field("other_headers"))
+            else {
+                return Err(SignatureProblem::Invalid);
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                .unwrap_or(0);
+            return gpg
+                .verify(&sig.keyid, signature, headers, &self.signed_bytes, now)
+                .map_err(|p| match p {
+                    GpgProblem::Expired => SignatureProblem::KeyExpired,
+                    GpgProblem::Unsupported => SignatureProblem::GpgUnsupported,
+                    GpgProblem::Invalid => SignatureProblem::Invalid,
+                });
         }
-        key.verify(&self.signed_bytes, &sig.sig)
+        let bytes = sig.sig.as_deref().ok_or(SignatureProblem::Invalid)?;
+        key.verify(&self.signed_bytes, bytes)
             .map_err(|_| SignatureProblem::Invalid)
     }
 
@@ -258,7 +307,9 @@ impl Envelope {
         let sigs = self.signatures.iter().map(|s| {
             let mut m = s.extra.clone();
             m.insert("keyid".into(), json!(s.keyid));
-            m.insert("sig".into(), json!(encode(&s.sig)));
+            if let Some(sig) = &s.sig {
+                m.insert("sig".into(), json!(encode(sig)));
+            }
             Value::Object(m)
         });
         Value::Array(sigs.collect())
@@ -296,13 +347,18 @@ pub enum SignatureProblem {
     Missing,
     #[error("signature does not verify")]
     Invalid,
-    #[error("GPG signatures are not supported yet")]
+    #[error("the GPG key's type is not supported (only RSA and Ed25519 GPG keys verify here)")]
     GpgUnsupported,
+    #[error("the GPG key has expired (creation time + validity period is past)")]
+    KeyExpired,
+    #[error("a GPG key cannot verify a DSSE envelope (in-toto signs only Metablocks with GPG)")]
+    GpgInDsse,
 }
 
 fn parse_signature(
     v: &Value,
     at: &str,
+    allow_gpg: bool,
     decode: impl Fn(&str) -> Result<Vec<u8>, Problem>,
 ) -> Result<Signature, FormatError> {
     let Value::Object(m) = v else {
@@ -315,10 +371,48 @@ fn parse_signature(
     let mut extra = m.clone();
     extra.remove("keyid");
     let sig = match extra.remove("sig") {
-        Some(Value::String(s)) => decode(&s).map_err(|p| err(format!("{at}.sig"), p))?,
-        // GPG signature dicts have `signature` + `other_headers` instead of `sig`.
-        None if m.contains_key("signature") && m.contains_key("other_headers") => Vec::new(),
+        Some(Value::String(s)) => Some(decode(&s).map_err(|p| err(format!("{at}.sig"), p))?),
+        // GPG signature dicts have `signature` + `other_headers` instead of
+        // `sig`; like in-toto, their values are only looked at when verifying.
+        None if allow_gpg && m.contains_key("signature") && m.contains_key("other_headers") => None,
         _ => return Err(err(format!("{at}.sig"), Problem::WrongType("a string"))),
     };
     Ok(Signature { keyid, sig, extra })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link_value() -> Value {
+        json!({"_type": "link", "name": "x", "command": [], "materials": {}, "products": {},
+               "byproducts": {}, "environment": {}})
+    }
+
+    #[test]
+    fn gpg_signature_dicts_keep_their_shape() {
+        let sig = json!({"keyid": "aa", "other_headers": "0400", "signature": "00ff"});
+        let doc = json!({"signatures": [sig], "signed": link_value()});
+        let bytes = to_python_json(&doc, PyStyle::Indent1).into_bytes();
+        let env = Envelope::parse(&bytes, JsonLimits::default()).unwrap();
+        assert!(env.signatures()[0].is_gpg());
+        assert_eq!(env.signatures()[0].sig, None);
+        // No `sig` is added on the way out.
+        assert_eq!(env.to_file_bytes(), bytes);
+        // A non-GPG key does not verify a GPG signature.
+        let key = crate::crypto::generate(crate::crypto::KeyType::Ed25519, false).unwrap();
+        assert_eq!(
+            env.check_signature(key.public()),
+            Err(SignatureProblem::Missing)
+        );
+    }
+
+    #[test]
+    fn dsse_signatures_need_sig() {
+        use base64::engine::general_purpose::STANDARD;
+        let payload = STANDARD.encode(link_value().to_string());
+        let doc = json!({"payload": payload, "payloadType": DSSE_PAYLOAD_TYPE,
+            "signatures": [{"keyid": "aa", "other_headers": "0400", "signature": "00ff"}]});
+        assert!(Envelope::parse(doc.to_string().as_bytes(), JsonLimits::default()).is_err());
+    }
 }

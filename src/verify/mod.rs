@@ -3,8 +3,9 @@
 //! Implements the reference's `in_toto_verify` workflow (in-toto 3.1.0
 //! `verifylib.py`) in its order: layout signatures (every trusted key must
 //! have signed), expiry, parameter substitution, links per step
-//! (`<step>.<keyid8>.link` for each authorised key), link signatures and
-//! thresholds (distinct keys), sublayouts (recursively, links in
+//! (`<step>.<keyid8>.link` for each authorised key and each of its GPG
+//! subkeys), link signatures and thresholds (distinct keys; links by subkeys
+//! count for their main key), sublayouts (recursively, links in
 //! `<step>.<keyid8>/`), command alignment (a warning), threshold agreement,
 //! step rules, inspections, inspection rules.
 
@@ -123,6 +124,8 @@ pub enum VerifyError {
     },
     #[error("inspection `{name}` has no command to run")]
     InspectionEmpty { name: String },
+    #[error("step `{step}`: the sublayout is signed by GPG subkey {keyid}; in-toto verifies a sublayout only with a key the layout lists by that id")]
+    SublayoutBySubkey { step: String, keyid: String },
     #[error("step `{step}`: sublayout nesting deeper than {limit}")]
     SublayoutTooDeep { step: String, limit: usize },
     #[error("step `{step}`, sublayout signed by {keyid}: {source}")]
@@ -414,6 +417,58 @@ pub fn verify_envelope(
     })
 }
 
+/// The key ids whose link files count for `step`, in the reference's order
+/// (in-toto `load_links_for_layout`): each authorised key id, each followed by
+/// the ids of its GPG subkeys (a GPG-signed link is named after the signing
+/// subkey's fingerprint).
+fn link_keyids(layout: &Layout, step: &crate::model::Step) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for auth in &step.pubkeys {
+        let subkeys = layout
+            .keys
+            .get(auth)
+            .and_then(PublicKey::gpg)
+            .map(|g| g.subkey_ids().map(str::to_owned).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for id in std::iter::once(auth.clone()).chain(subkeys) {
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
+    }
+    out
+}
+
+/// The key that must have signed the link named after `link_keyid`, as
+/// in-toto's `verify_link_signature_thresholds` finds it: an authorised key
+/// by its id; the main key of an authorised GPG subkey id; an authorised key
+/// of which `link_keyid` is a GPG subkey. Thresholds count these keys.
+fn authorising_key<'a>(
+    layout: &'a Layout,
+    step: &crate::model::Step,
+    link_keyid: &str,
+) -> Option<&'a PublicKey> {
+    let main_of_subkey = |id: &str| {
+        layout
+            .keys
+            .values()
+            .rev()
+            .find(|k| k.gpg().is_some_and(|g| g.has_subkey(id)))
+    };
+    for auth in &step.pubkeys {
+        let key = layout.keys.get(auth);
+        if auth == link_keyid {
+            if let Some(k) = key.or_else(|| main_of_subkey(auth)) {
+                return Some(k);
+            }
+        }
+        if let Some(k) = key.filter(|k| k.gpg().is_some_and(|g| g.has_subkey(link_keyid))) {
+            return Some(k);
+        }
+    }
+    None
+}
+
 fn check_step_name(name: &str) -> Result<(), VerifyError> {
     if name.contains('/') || name == "." || name == ".." || name.contains('\0') {
         return Err(VerifyError::BadStepName { name: name.into() });
@@ -471,9 +526,15 @@ fn verify_chain(
     // Links, signatures, sublayouts, thresholds.
     let mut reduced: BTreeMap<String, VerifiedLink> = BTreeMap::new();
     let mut wanted: Vec<LinkRef> = Vec::new();
-    for step in &layout.steps {
+    // Per step, the key ids whose links count (with GPG subkeys).
+    let candidates: Vec<Vec<String>> = layout
+        .steps
+        .iter()
+        .map(|s| link_keyids(&layout, s))
+        .collect();
+    for (step, cands) in layout.steps.iter().zip(&candidates) {
         check_step_name(&step.name)?;
-        for keyid in &step.pubkeys {
+        for keyid in cands {
             wanted.push(LinkRef {
                 subdir: subdir.to_path_buf(),
                 step: step.name.clone(),
@@ -516,21 +577,17 @@ fn verify_chain(
         loaded.insert(file, r);
     }
     let mut uses: HashMap<String, usize> = HashMap::new();
-    for step in &layout.steps {
-        for keyid in step.pubkeys.iter().collect::<BTreeSet<_>>() {
+    for (step, cands) in layout.steps.iter().zip(&candidates) {
+        for keyid in cands {
             *uses
                 .entry(format!("{}.{}.link", step.name, short(keyid)))
                 .or_default() += 1;
         }
     }
-    for step in &layout.steps {
+    for (step, cands) in layout.steps.iter().zip(&candidates) {
         let mut verified_links: Vec<VerifiedLink> = Vec::new();
         let mut ignored: Vec<IgnoredLink> = Vec::new();
-        let mut seen = BTreeSet::new();
-        for keyid in &step.pubkeys {
-            if !seen.insert(keyid.clone()) {
-                continue;
-            }
+        for keyid in cands {
             let file = format!("{}.{}.link", step.name, short(keyid));
             if matches!(loaded.get(&file), Some(Err(_))) {
                 if let Some(Err(e)) = loaded.remove(&file) {
@@ -564,7 +621,7 @@ fn verify_chain(
                     _ => continue,
                 }
             };
-            let Some(key) = layout.keys.get(keyid) else {
+            let Some(key) = authorising_key(&layout, step, keyid) else {
                 ignored.push(IgnoredLink {
                     file,
                     reason: format!(
@@ -583,6 +640,12 @@ fn verify_chain(
             let link = match env.into_payload() {
                 Payload::Link(l) => l,
                 Payload::Layout(sub) => {
+                    if key.keyid().as_str() != keyid {
+                        return Err(VerifyError::SublayoutBySubkey {
+                            step: step.name.clone(),
+                            keyid: keyid.clone(),
+                        });
+                    }
                     if depth + 1 > opts.max_sublayout_depth {
                         return Err(VerifyError::SublayoutTooDeep {
                             step: step.name.clone(),

@@ -5,6 +5,7 @@ mod authoring;
 mod check;
 mod check_policy;
 mod common;
+mod gpg;
 mod hostile;
 mod interop;
 mod mirror;
