@@ -62,6 +62,10 @@ pub struct Verdict {
     pub warnings: Vec<String>,
     /// Sandbox protections missing on this host (only with `allow_weak`).
     pub weak_sandbox: Vec<String>,
+    /// Refused only because a step has fewer link files than its threshold
+    /// (the reference's `LinkNotFoundError`); apt's `NoFail` forgives this.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub missing_links: bool,
     pub duration_ms: u64,
 }
 
@@ -123,6 +127,7 @@ pub fn check(req: &Request) -> Verdict {
         reasons: Vec::new(),
         warnings: Vec::new(),
         weak_sandbox: Vec::new(),
+        missing_links: false,
         duration_ms: 0,
     };
     run_pipeline(req, &mut v);
@@ -248,7 +253,10 @@ fn run_pipeline(req: &Request, v: &mut Verdict) {
                 .collect();
             v.warnings = out.warnings.iter().map(|w| w.to_string()).collect();
         }
-        Err(e) => v.reasons.extend(chain(&e)),
+        Err(e) => {
+            v.missing_links = e.is_missing_links();
+            v.reasons.extend(chain(&e));
+        }
     }
 }
 
@@ -376,6 +384,7 @@ pub fn check_with_policy(package: &Path, pc: &PolicyCheck) -> Verdict {
         reasons,
         warnings: Vec::new(),
         weak_sandbox: Vec::new(),
+        missing_links: false,
         duration_ms: started.elapsed().as_millis() as u64,
     };
     let Some((eco, name, version)) = identify(package) else {

@@ -101,6 +101,9 @@ pub enum VerifyError {
         step: String,
         threshold: i64,
         found: usize,
+        /// Link files that exist for the step's keys, counted or not: fewer
+        /// than the threshold is the reference's `LinkNotFoundError`.
+        present: usize,
         ignored: Vec<IgnoredLink>,
     },
     #[error("step `{step}`: links {first} and {other} report different materials or products")]
@@ -141,6 +144,21 @@ pub enum VerifyError {
         location: String,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+impl VerifyError {
+    /// Whether verification failed only because a step has fewer link files
+    /// than its threshold (the reference's `LinkNotFoundError`): what
+    /// apt-transport-in-toto's `NoFail` forgives, and nothing else.
+    pub fn is_missing_links(&self) -> bool {
+        match self {
+            VerifyError::Threshold {
+                threshold, present, ..
+            } => (*present as i64) < *threshold,
+            VerifyError::Sublayout { source, .. } => source.is_missing_links(),
+            _ => false,
+        }
+    }
 }
 
 fn ignored_suffix(ignored: &[IgnoredLink]) -> String {
@@ -587,8 +605,12 @@ fn verify_chain(
     for (step, cands) in layout.steps.iter().zip(&candidates) {
         let mut verified_links: Vec<VerifiedLink> = Vec::new();
         let mut ignored: Vec<IgnoredLink> = Vec::new();
+        let mut present = 0;
         for keyid in cands {
             let file = format!("{}.{}.link", step.name, short(keyid));
+            if !missing_at.contains_key(&file) {
+                present += 1;
+            }
             if matches!(loaded.get(&file), Some(Err(_))) {
                 if let Some(Err(e)) = loaded.remove(&file) {
                     return Err(e);
@@ -688,6 +710,7 @@ fn verify_chain(
                 step: step.name.clone(),
                 threshold: needed,
                 found: distinct.len(),
+                present,
                 ignored,
             });
         }
