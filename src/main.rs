@@ -14,6 +14,7 @@ use totogate::model::{Envelope, EnvelopeKind, Payload};
 use totogate::record::{self, RunRequest};
 use totogate::verify::{self, Options, VerifyError};
 
+mod apt_cmd;
 mod check_cmd;
 mod layout_cmd;
 mod mirror_cmd;
@@ -64,6 +65,15 @@ enum Cmd {
     Layout(layout_cmd::LayoutArgs),
     /// Check a whole pool of packages in bulk: parallel, resumable, shardable
     Mirror(mirror_cmd::MirrorArgs),
+    /// Put integrations in place: `install-hooks apt` (intoto:// method, dpkg hook, configuration)
+    InstallHooks {
+        #[command(subcommand)]
+        target: apt_cmd::InstallTarget,
+    },
+    /// Be apt's DPkg::Pre-Install-Pkgs hook (protocol version 3 on stdin); apt runs this
+    AptHook,
+    /// Be apt's `intoto` method on stdin/stdout (also what this binary does when called as `intoto`)
+    AptMethod,
 }
 
 #[derive(Args)]
@@ -302,8 +312,12 @@ impl std::fmt::Display for Exit {
 impl std::error::Error for Exit {}
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match dispatch(cli) {
+    let run = if apt_cmd::called_as_method() {
+        apt_cmd::run_method()
+    } else {
+        dispatch(Cli::parse())
+    };
+    match run {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             if let Some(Exit(code)) = e.downcast_ref::<Exit>() {
@@ -342,6 +356,9 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Cmd::Keygen(a) => cmd_keygen(a),
         Cmd::Layout(a) => layout_cmd::run(a),
         Cmd::Mirror(a) => mirror_cmd::run(a),
+        Cmd::InstallHooks { target } => apt_cmd::install_hooks(target),
+        Cmd::AptHook => apt_cmd::run_hook(),
+        Cmd::AptMethod => apt_cmd::run_method(),
     }
 }
 

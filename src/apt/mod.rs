@@ -1,12 +1,17 @@
-//! apt integration, pure-logic layer: the acquire-method protocol spoken by
-//! `/usr/lib/apt/methods/intoto` ([`protocol`]), the `APT::Intoto` settings
-//! apt passes to it and to hooks ([`config`]), and the input of a
-//! `DPkg::Pre-Install-Pkgs` hook ([`hook_input`]).
-//!
-//! Nothing here does I/O beyond reading from a caller's `BufRead`. Real
+//! apt integration. The pure-logic layer: the acquire-method protocol spoken
+//! by `/usr/lib/apt/methods/intoto` ([`protocol`]), the `APT::Intoto`
+//! settings apt passes to it and to hooks ([`config`]), and the input of a
+//! `DPkg::Pre-Install-Pkgs` hook ([`hook_input`]); none of them does I/O
+//! beyond reading from a caller's `BufRead`. On top: the check of one `.deb`
+//! ([`gate`]), the method ([`method`]), the hook ([`hook`]) and
+//! `install-hooks apt` ([`install`]). Real
 //! exchanges with apt 2.6, and the recipe that made them, are in
 //! `testdata/apt/` (see its README.md).
 
 pub mod config;
+pub mod gate;
+pub mod hook;
 pub mod hook_input;
+pub mod install;
+pub mod method;
 pub mod protocol;

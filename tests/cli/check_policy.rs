@@ -1,58 +1,9 @@
 //! `totogate check --policy`: metadata fetched over HTTP from a real server
 //! on loopback, as the policy's URL templates say.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::path::Path;
 
 use crate::common::*;
-
-/// Serves files under `root` at `/...` on 127.0.0.1 until dropped.
-struct Server {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(root: PathBuf) -> Server {
-        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
-        let port = server.server_addr().to_ip().unwrap().port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let s2 = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !s2.load(Ordering::SeqCst) {
-                let Ok(Some(req)) = server.recv_timeout(std::time::Duration::from_millis(50))
-                else {
-                    continue;
-                };
-                let rel = req.url().trim_start_matches('/').to_string();
-                let path = root.join(&rel);
-                let resp = match (rel.contains(".."), std::fs::read(&path)) {
-                    (false, Ok(body)) => tiny_http::Response::from_data(body).with_status_code(200),
-                    _ => {
-                        tiny_http::Response::from_data(b"not found".to_vec()).with_status_code(404)
-                    }
-                };
-                let _ = req.respond(resp);
-            }
-        });
-        Server {
-            port,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// The sample .deb in `dir`, its metadata published under `meta/hello/1.0/`.
 fn setup(dir: &Path) -> Server {
@@ -67,7 +18,7 @@ fn setup(dir: &Path) -> Server {
         let e = e.unwrap();
         std::fs::copy(e.path(), meta.join(e.file_name())).unwrap();
     }
-    Server::start(dir.join("www"))
+    Server::files(dir.join("www"))
 }
 
 fn policy(dir: &Path, port: u16, required: bool) {

@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -71,4 +72,71 @@ pub fn write(path: &Path, text: &str) {
         std::fs::create_dir_all(p).unwrap();
     }
     std::fs::write(path, text).unwrap();
+}
+
+/// An HTTP server on 127.0.0.1 until dropped; each request is answered on
+/// its own thread by `handler` (URL path → body, `None` is a 404).
+pub struct Server {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn start<F>(handler: F) -> Server
+    where
+        F: Fn(&str) -> Option<Vec<u8>> + Send + Sync + 'static,
+    {
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        let port = server.server_addr().to_ip().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let handler = Arc::new(handler);
+        let thread = std::thread::spawn(move || {
+            while !s2.load(Ordering::SeqCst) {
+                let Ok(Some(req)) = server.recv_timeout(std::time::Duration::from_millis(50))
+                else {
+                    continue;
+                };
+                let handler = handler.clone();
+                std::thread::spawn(move || {
+                    let resp = match handler(req.url()) {
+                        Some(body) => tiny_http::Response::from_data(body).with_status_code(200),
+                        None => tiny_http::Response::from_data(b"not found".to_vec())
+                            .with_status_code(404),
+                    };
+                    let _ = req.respond(resp);
+                });
+            }
+        });
+        Server {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Serves the files under `root` at `/...`.
+    pub fn files(root: PathBuf) -> Server {
+        Server::start(move |url| {
+            let rel = url.trim_start_matches('/');
+            if rel.split('/').any(|c| c == "..") {
+                return None;
+            }
+            std::fs::read(root.join(rel)).ok()
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

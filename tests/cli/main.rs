@@ -1,6 +1,7 @@
 //! End-to-end tests of the built `totogate` binary. Tests that compare with
 //! the reference implementation provision it (`scripts/oracle-venv.sh`).
 
+mod apt;
 mod authoring;
 mod check;
 mod check_policy;
