@@ -22,6 +22,17 @@ use crate::policy::{Ecosystem, Policy, Rule};
 use crate::sandbox;
 use crate::verify::{self, InspectionRunner, LinkRef, LinkSource, Options, VerifyError};
 
+/// What the inspections see in their directory besides the package file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contents {
+    /// The package unpacked, the package file beside its contents
+    /// (`totogate check`, `mirror`, `cargo intoto`).
+    Unpacked,
+    /// The package file alone, as apt-transport-in-toto's verification
+    /// directory holds it: same verdicts as the tool the apt method replaces.
+    PackageOnly,
+}
+
 /// Everything one check needs. The layout bytes were fetched by the caller
 /// (from a file or a URL, named by `layout_origin`).
 pub struct Request<'a> {
@@ -30,6 +41,7 @@ pub struct Request<'a> {
     pub layout_origin: &'a str,
     pub layout_keys: &'a [PublicKey],
     pub links: &'a dyn LinkSource,
+    pub contents: Contents,
     pub unpack: Limits,
     pub sandbox: sandbox::Policy,
     pub inspection_timeout: Duration,
@@ -183,18 +195,32 @@ fn run_pipeline(req: &Request, v: &mut Verdict) {
         }
     }
     let root = tmp.path().join("root");
-    let unpacked = match package::unpack(req.package, &root, &req.unpack) {
-        Ok(u) => u,
-        Err(e) => {
-            v.reasons
-                .push(format!("unpacking {}: refused", req.package.display()));
-            v.reasons.extend(chain(&e));
-            return;
+    match req.contents {
+        Contents::Unpacked => match package::unpack(req.package, &root, &req.unpack) {
+            Ok(unpacked) => {
+                v.format = Some(format!("{:?}", unpacked.format));
+                v.name = unpacked.name;
+                v.version = unpacked.version;
+            }
+            Err(e) => {
+                v.reasons
+                    .push(format!("unpacking {}: refused", req.package.display()));
+                v.reasons.extend(chain(&e));
+                return;
+            }
+        },
+        Contents::PackageOnly => {
+            if let Err(e) = std::fs::create_dir(&root) {
+                v.reasons
+                    .push(format!("cannot create the inspection directory: {e}"));
+                return;
+            }
+            if let Some((_, name, version)) = identify(req.package) {
+                v.name = Some(name);
+                v.version = Some(version);
+            }
         }
-    };
-    v.format = Some(format!("{:?}", unpacked.format));
-    v.name = unpacked.name.clone();
-    v.version = unpacked.version.clone();
+    }
     let Some(file_name) = req.package.file_name() else {
         v.reasons.push("the package path has no file name".into());
         return;
@@ -453,6 +479,7 @@ pub fn check_with_policy(package: &Path, pc: &PolicyCheck) -> Verdict {
     let links = RuleLinks::new(rule, vars, pc.fetcher);
     check(&Request {
         package,
+        contents: Contents::Unpacked,
         layout: &layout,
         layout_origin: &layout_loc,
         layout_keys: &rule.layout_keys,

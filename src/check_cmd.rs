@@ -121,6 +121,7 @@ pub fn run(a: CheckArgs) -> Result<u8> {
             let links = DirLinks(link_dir.clone());
             let origin = layout_path.display().to_string();
             check::check(&Request {
+                contents: check::Contents::Unpacked,
                 package: &a.package,
                 layout: &layout,
                 layout_origin: &origin,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::apt::config::IntotoConfig;
-use crate::check::{self, PolicyCheck, Request, Verdict};
+use crate::check::{self, Contents, PolicyCheck, Request, Verdict};
 use crate::crypto::PublicKey;
 use crate::fetch::{Fetch, FetchLimits, Fetcher};
 use crate::json::JsonLimits;
@@ -166,6 +166,10 @@ impl Gate {
                 let links = RebuilderLinks::fetch(&self.fetcher, rebuilders, name, version);
                 let mut v = check::check(&Request {
                     package: deb,
+                    // The verification directory apt-transport-in-toto
+                    // makes: the .deb alone, so layouts written for it give
+                    // the same verdicts.
+                    contents: Contents::PackageOnly,
                     layout: bytes,
                     layout_origin: origin,
                     layout_keys: keys,
