@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256, Sha512};
 
-use crate::apt::config::IntotoConfig;
+use crate::apt::config::{decode_item, IntotoConfig};
 use crate::apt::gate::{deb_name_version, Decision, Gate};
 use crate::apt::protocol::{
     self, capabilities, general_failure, read_message, uri_done, uri_failure, uri_start, Message,
@@ -106,6 +106,8 @@ pub fn run() -> std::io::Result<()> {
 pub fn serve(input: &mut dyn BufRead, out: Out) -> std::io::Result<()> {
     send(&out, &capabilities());
     let mut config: Result<IntotoConfig, String> = Ok(IntotoConfig::default());
+    // apt's default, as its own methods use it.
+    let mut sandbox_user = String::from("_apt");
     let mut session: Option<Arc<Session>> = None;
     let (tx, rx) = mpsc::channel::<Message>();
     let rx = Arc::new(Mutex::new(rx));
@@ -126,10 +128,26 @@ pub fn serve(input: &mut dyn BufRead, out: Out) -> std::io::Result<()> {
             protocol::CONFIGURATION => {
                 config = IntotoConfig::from_configuration(&msg)
                     .map_err(|e| format!("apt's APT::Intoto settings: {e}"));
+                let user = msg
+                    .fields_named("Config-Item")
+                    .filter_map(|item| decode_item(item).ok())
+                    .find(|(k, _)| k.eq_ignore_ascii_case("APT::Sandbox::User"));
+                if let Some((_, user)) = user {
+                    sandbox_user = user;
+                }
             }
             protocol::URI_ACQUIRE => {
                 let s = session
-                    .get_or_insert_with(|| Arc::new(Session::new(config.clone())))
+                    .get_or_insert_with(|| {
+                        let s = Arc::new(Session::new(config.clone()));
+                        // Layout, keys and policy are read as root; then the
+                        // downloads and checks run as apt's sandbox user.
+                        let _ = s.gate();
+                        if let Err(e) = drop_privileges(&sandbox_user) {
+                            s.log(WARNING, &format!("staying root: {e}"));
+                        }
+                        s
+                    })
                     .clone();
                 if workers.len() < WORKERS {
                     let (rx, out, s) = (rx.clone(), out.clone(), s.clone());
@@ -153,6 +171,27 @@ pub fn serve(input: &mut dyn BufRead, out: Out) -> std::io::Result<()> {
         let _ = w.join();
     }
     result
+}
+
+/// Becomes `user` (apt's `APT::Sandbox::User`) when running as root, as
+/// apt's own methods do; nothing to do as another user or for `root`.
+fn drop_privileges(user: &str) -> Result<(), String> {
+    use nix::unistd::{geteuid, setgid, setgroups, setuid, User};
+    if !geteuid().is_root() || user.is_empty() || user == "root" {
+        return Ok(());
+    }
+    let u = User::from_name(user)
+        .map_err(|e| format!("looking up sandbox user {user}: {e}"))?
+        .ok_or_else(|| format!("sandbox user {user} does not exist"))?;
+    setgroups(&[u.gid]).map_err(|e| format!("setgroups: {e}"))?;
+    setgid(u.gid).map_err(|e| format!("setgid {}: {e}", u.gid))?;
+    setuid(u.uid).map_err(|e| format!("setuid {}: {e}", u.uid))?;
+    // Changing uid made the process non-dumpable, which leaves its
+    // /proc/self files owned by root: the sandbox could not write the new
+    // user namespace's uid_map. Nothing in memory is root's secret (the
+    // layout and keys are public), so make it dumpable again.
+    nix::sys::prctl::set_dumpable(true).map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
+    Ok(())
 }
 
 /// Translates `intoto://` (and `intoto+https://`) into the URL to fetch.
@@ -406,7 +445,7 @@ mod tests {
         let release = dir.path().join("Release");
         let deb = dir.path().join("a_1_all.deb");
         let input = format!(
-            "601 Configuration\nConfig-Item: APT::Intoto::LogLevel=40\n\n\
+            "601 Configuration\nConfig-Item: APT::Intoto::LogLevel=40\nConfig-Item: APT::Sandbox::User=root\n\n\
              600 URI Acquire\nURI: intoto://127.0.0.1:{port}/debian/Release\nFilename: {}\nIndex-File: true\n\n\
              600 URI Acquire\nURI: intoto://127.0.0.1:{port}/debian/pool/a_1_all.deb\nFilename: {}\n\n",
             release.display(),
@@ -447,7 +486,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let deb = dir.path().join("a_1_all.deb");
         let input = format!(
-            "601 Configuration\nConfig-Item: APT::Intoto::NoFail=true\n\n\
+            "601 Configuration\nConfig-Item: APT::Intoto::NoFail=true\nConfig-Item: APT::Sandbox::User=root\n\n\
              600 URI Acquire\nURI: intoto://127.0.0.1:{port}/a_1_all.deb\nFilename: {}\n\n",
             deb.display()
         );

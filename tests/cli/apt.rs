@@ -207,6 +207,7 @@ fn servers() -> &'static Servers {
 /// A throwaway apt root with its own sources, state, cache and methods.
 struct AptRoot {
     dir: tempfile::TempDir,
+    sandbox_user: &'static str,
 }
 
 struct Setup<'a> {
@@ -214,6 +215,8 @@ struct Setup<'a> {
     hook: bool,
     no_fail: bool,
     rebuilders: Vec<String>,
+    /// APT::Sandbox::User: who apt's methods (and ours) run downloads as.
+    sandbox_user: &'static str,
 }
 
 impl Default for Setup<'_> {
@@ -224,6 +227,7 @@ impl Default for Setup<'_> {
             hook: false,
             no_fail: false,
             rebuilders: s.rebuilders.iter().map(Server::url).collect(),
+            sandbox_user: "root",
         }
     }
 }
@@ -302,7 +306,10 @@ impl AptRoot {
         }
         std::os::unix::fs::symlink(r.join("usr/lib/apt/methods/intoto"), methods.join("intoto"))
             .unwrap();
-        let root = AptRoot { dir };
+        let root = AptRoot {
+            dir,
+            sandbox_user: setup.sandbox_user,
+        };
         root.apt(&["update"], true);
         root
     }
@@ -330,7 +337,7 @@ impl AptRoot {
                     self.dir.path().join("methods").display()
                 ),
                 format!("-oDir::Log={r}/var/log/apt"),
-                "-oAPT::Sandbox::User=root".into(),
+                format!("-oAPT::Sandbox::User={}", self.sandbox_user),
                 "-oAPT::Architecture=amd64".into(),
                 "-oAPT::Architectures::=amd64".into(),
                 "-oAcquire::Languages=none".into(),
@@ -400,6 +407,27 @@ fn method_installs_a_package_its_rebuilders_vouch_for() {
     let apt = AptRoot::new(Setup::default());
     apt.apt(&["install", GOOD], true);
     assert!(apt.installed(GOOD));
+}
+
+#[test]
+fn method_drops_root_to_apts_sandbox_user() {
+    // As apt's own methods: the layout and keys are read as root, then the
+    // downloads and checks (sandbox included) run as _apt.
+    need("id", "coreutils");
+    assert!(
+        run(Command::new("id").arg("_apt")).status.success(),
+        "this test needs apt's sandbox user _apt (created by the apt package)"
+    );
+    let apt = AptRoot::new(Setup {
+        sandbox_user: "_apt",
+        ..Setup::default()
+    });
+    let t = text(&apt.apt(&["install", GOOD], true));
+    assert!(!t.contains("staying root"), "{t}");
+    assert!(apt.installed(GOOD));
+    let t = text(&apt.apt(&["install", EVIL], false));
+    assert!(t.contains("verify-reprobuilds"), "{t}");
+    assert!(!apt.installed(EVIL));
 }
 
 #[test]
