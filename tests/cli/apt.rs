@@ -142,6 +142,12 @@ fn chain() -> &'static Chain {
             .arg(&rebuilt)
             .arg("--out")
             .arg(&meta));
+        // Signing is done: no agent left running after the tests.
+        let _ = Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(&gpg_home)
+            .args(["--kill", "gpg-agent"])
+            .output();
         let packages = ok(Command::new("apt-ftparchive")
             .args(["packages", "."])
             .current_dir(&repo));
