@@ -2,8 +2,9 @@
 //!
 //! Spec coverage: in-toto v0.9 metadata (layouts, links, Metablock and DSSE
 //! envelopes), byte-compatible with the reference implementation (PyPI
-//! `in-toto` 3.1.0). Not supported yet: GPG keys and signatures, in-toto
-//! attestations (ITE-6 statements), the `ostree:` and `dir:` artifact resolvers.
+//! `in-toto` 3.1.0), GPG keys and signatures included (verification). Not
+//! supported yet: signing with GPG, in-toto attestations (ITE-6 statements),
+//! the `ostree:` and `dir:` artifact resolvers.
 // `unsafe` is denied everywhere but `sandbox` (namespaces, rlimits, fork/exec);
 // the binary forbids it outright.
 #![deny(unsafe_code)]

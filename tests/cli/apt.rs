@@ -535,6 +535,26 @@ fn hook_checks_packages_fetched_over_plain_http() {
     assert!(apt.installed(NOLINKS));
     apt.apt(&["install", EVIL], false);
     assert!(!apt.installed(EVIL));
+
+    // A stalled rebuilder does not hang the hook either.
+    let s = servers();
+    let apt = AptRoot::new(Setup {
+        scheme: "http",
+        hook: true,
+        rebuilders: vec![
+            format!("http://127.0.0.1:{}", s.stalled),
+            s.rebuilders[0].url(),
+        ],
+        ..Setup::default()
+    });
+    let start = Instant::now();
+    apt.apt(&["install", GOOD], true);
+    assert!(apt.installed(GOOD));
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
