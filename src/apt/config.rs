@@ -316,14 +316,9 @@ mod tests {
     use super::*;
     use crate::apt::protocol::read_message;
     use std::io::Cursor;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
-    fn recorded(name: &str) -> Vec<u8> {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("testdata/apt/recorded")
-            .join(name);
-        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-    }
+    use crate::apt::recorded;
 
     fn from(items: &[(&str, &str)]) -> Result<IntotoConfig, ConfigError> {
         IntotoConfig::from_items(items.iter().copied())

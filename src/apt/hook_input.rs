@@ -314,10 +314,7 @@ mod tests {
     use std::io::Cursor;
 
     fn recorded(name: &str) -> String {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("testdata/apt/recorded")
-            .join(name);
-        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        String::from_utf8(crate::apt::recorded(name)).unwrap()
     }
 
     /// The throwaway root of the recording run, from the config dump.

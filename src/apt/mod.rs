@@ -15,3 +15,12 @@ pub mod hook_input;
 pub mod install;
 pub mod method;
 pub mod protocol;
+
+/// A file of `testdata/apt/recorded/` (unit tests).
+#[cfg(test)]
+pub(crate) fn recorded(name: &str) -> Vec<u8> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/apt/recorded")
+        .join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}

@@ -363,12 +363,7 @@ mod tests {
     use std::io::Cursor;
     use std::path::PathBuf;
 
-    fn recorded(name: &str) -> Vec<u8> {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("testdata/apt/recorded")
-            .join(name);
-        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-    }
+    use crate::apt::recorded;
 
     fn read_all(bytes: &[u8]) -> Result<Vec<Message>, ProtocolError> {
         let mut r = Cursor::new(bytes);

@@ -50,6 +50,20 @@ pub fn oracle_python() -> Command {
     Command::new(oracle_bin().join("python"))
 }
 
+pub fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+/// Exit code and both streams, for assertion messages.
+pub fn show(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("spawn")
 }

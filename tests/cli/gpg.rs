@@ -6,7 +6,7 @@
 //! the gpg-agent is stopped; the tests only copy, tamper and verify.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
@@ -262,19 +262,6 @@ fn fx() -> &'static Fx {
             .output();
         fx
     })
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// A private copy of a scenario to tamper with.
@@ -543,19 +530,19 @@ fn gpg_key_dicts_match_securesystemslib_export() {
 fn gpg_unknown_key_id_is_a_usage_error() {
     let fx = fx();
     let dir = fx.root.join("ed_owner");
+    let args = |home: &Path, id: &str| -> Vec<String> {
+        ["-l", "root.layout", "--gpg-home", s(home), "-g", id]
+            .map(String::from)
+            .to_vec()
+    };
     for (id, says) in [
         ("DEADBEEF", "not found"),
         ("0xDEADBEEF", "not a GPG key id"),
     ] {
-        let out = run(totogate().current_dir(&dir).args([
-            "verify",
-            "-l",
-            "root.layout",
-            "--gpg-home",
-            s(&fx.home),
-            "-g",
-            id,
-        ]));
+        let out = run(totogate()
+            .current_dir(&dir)
+            .arg("verify")
+            .args(args(&fx.home, id)));
         assert_eq!(code(&out), 2, "{}", show(&out));
         assert!(
             String::from_utf8_lossy(&out.stderr).contains(says),
@@ -563,27 +550,17 @@ fn gpg_unknown_key_id_is_a_usage_error() {
             show(&out)
         );
         // The reference fails too (it exits 1 on any error).
-        let r = run(oracle("in-toto-verify").current_dir(&dir).args([
-            "-l",
-            "root.layout",
-            "--gpg-home",
-            s(&fx.home),
-            "-g",
-            id,
-        ]));
+        let r = run(oracle("in-toto-verify")
+            .current_dir(&dir)
+            .args(args(&fx.home, id)));
         assert_ne!(code(&r), 0, "{}", show(&r));
     }
     // No keyring there at all.
     let empty = tempfile::tempdir().unwrap();
-    let out = run(totogate().current_dir(&dir).args([
-        "verify",
-        "-l",
-        "root.layout",
-        "--gpg-home",
-        s(empty.path()),
-        "-g",
-        &fx.ed_a,
-    ]));
+    let out = run(totogate()
+        .current_dir(&dir)
+        .arg("verify")
+        .args(args(empty.path(), &fx.ed_a)));
     assert_eq!(code(&out), 2, "{}", show(&out));
 }
 

@@ -40,19 +40,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// Keys made once by `totogate keygen`: the four types plus `enc` (ed25519,
 /// encrypted with PW). Returns the directory and {name: keyid}.
 fn tt_keys() -> &'static (PathBuf, Value) {
