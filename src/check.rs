@@ -8,7 +8,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -20,7 +21,9 @@ use crate::model::Envelope;
 use crate::package::{self, Limits};
 use crate::policy::{Ecosystem, Policy, Rule};
 use crate::sandbox;
-use crate::verify::{self, InspectionRunner, LinkRef, LinkSource, Options, VerifyError};
+use crate::verify::{
+    self, InspectionRunner, LinkRef, LinkSource, Options, VerifiedLayout, VerifyError,
+};
 
 /// What the inspections see in their directory besides the package file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +36,43 @@ pub enum Contents {
     PackageOnly,
 }
 
+/// (sha256 of the layout's bytes, sorted trusted key ids) → the verified layout.
+type VerifiedLayouts = HashMap<(String, Vec<String>), Arc<VerifiedLayout>>;
+
+/// Layouts verified once per run: by the sha256 of their bytes and the key
+/// ids trusted to sign them, the verified layout. Shared by every check of a
+/// run (`mirror`, `cargo intoto verify`, the apt method), so a layout that
+/// many packages share has its signatures checked once, not per package.
+/// Its expiry is still checked on every use; failures are not kept.
+#[derive(Debug, Default)]
+pub struct LayoutCache {
+    verified: Mutex<VerifiedLayouts>,
+    reused: AtomicU64,
+}
+
+impl LayoutCache {
+    pub fn new() -> LayoutCache {
+        LayoutCache::default()
+    }
+    /// Distinct layouts verified so far.
+    pub fn verified(&self) -> usize {
+        self.lock().len()
+    }
+    /// Checks that used an already verified layout.
+    pub fn reused(&self) -> u64 {
+        self.reused.load(Ordering::Relaxed)
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, VerifiedLayouts> {
+        self.verified.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn key(bytes: &[u8], keys: &[PublicKey]) -> (String, Vec<String>) {
+        use sha2::Digest;
+        let mut ids: Vec<String> = keys.iter().map(|k| k.keyid().to_string()).collect();
+        ids.sort();
+        (hex::encode(sha2::Sha256::digest(bytes)), ids)
+    }
+}
+
 /// Everything one check needs. The layout bytes were fetched by the caller
 /// (from a file or a URL, named by `layout_origin`).
 pub struct Request<'a> {
@@ -41,6 +81,8 @@ pub struct Request<'a> {
     pub layout_origin: &'a str,
     pub layout_keys: &'a [PublicKey],
     pub links: &'a dyn LinkSource,
+    /// Layouts already verified in this run, if the caller keeps them.
+    pub layouts: Option<&'a LayoutCache>,
     pub contents: Contents,
     pub unpack: Limits,
     pub sandbox: sandbox::Policy,
@@ -151,24 +193,49 @@ fn run_pipeline(req: &Request, v: &mut Verdict) {
     let mut opts = Options::new();
     opts.inspection_timeout = req.inspection_timeout;
 
-    // 1. The layout: parse, signatures, expiry — before touching the package.
-    let env = match Envelope::parse(req.layout, opts.limits) {
-        Ok(e) => e,
-        Err(e) => {
-            v.reasons.push(format!("layout {}: {e}", req.layout_origin));
-            return;
+    // 1. The layout: parse, signatures, expiry — before touching the package
+    //    (once per run for a layout the cache has seen).
+    let cache_key = req
+        .layouts
+        .map(|_| LayoutCache::key(req.layout, req.layout_keys));
+    let cached = match (req.layouts, &cache_key) {
+        (Some(c), Some(k)) => c.lock().get(k).cloned(),
+        _ => None,
+    };
+    let layout: Arc<VerifiedLayout> = match cached {
+        Some(l) => {
+            if let Some(c) = req.layouts {
+                c.reused.fetch_add(1, Ordering::Relaxed);
+            }
+            l
+        }
+        None => {
+            let env = match Envelope::parse(req.layout, opts.limits) {
+                Ok(e) => e,
+                Err(e) => {
+                    v.reasons.push(format!("layout {}: {e}", req.layout_origin));
+                    return;
+                }
+            };
+            let verified = match verify::verify_layout(
+                &env,
+                Path::new(req.layout_origin),
+                req.layout_keys,
+                opts.expiry,
+                opts.now,
+            ) {
+                Ok(l) => Arc::new(l),
+                Err(e) => {
+                    v.reasons.extend(chain(&e));
+                    return;
+                }
+            };
+            if let (Some(c), Some(k)) = (req.layouts, cache_key) {
+                c.lock().insert(k, verified.clone());
+            }
+            verified
         }
     };
-    if let Err(e) = verify::verify_layout(
-        &env,
-        Path::new(req.layout_origin),
-        req.layout_keys,
-        opts.expiry,
-        opts.now,
-    ) {
-        v.reasons.extend(chain(&e));
-        return;
-    }
 
     // 2. Unpack into a fresh directory, with the package file beside its contents.
     let tmp = match req.work_dir.as_deref() {
@@ -246,14 +313,7 @@ fn run_pipeline(req: &Request, v: &mut Verdict) {
         policy: req.sandbox.clone(),
         missing: Mutex::new(Vec::new()),
     };
-    let result = verify::verify_envelope(
-        &env,
-        Path::new(req.layout_origin),
-        req.layout_keys,
-        req.links,
-        &runner,
-        &opts,
-    );
+    let result = verify::verify_with_layout((*layout).clone(), req.links, &runner, &opts);
     v.weak_sandbox = runner
         .missing
         .into_inner()
@@ -386,6 +446,8 @@ pub fn identify(package: &Path) -> Option<(Ecosystem, String, String)> {
 pub struct PolicyCheck<'a> {
     pub policy: &'a Policy,
     pub fetcher: &'a dyn Fetch,
+    /// Layouts already verified in this run, if the caller keeps them.
+    pub layouts: Option<&'a LayoutCache>,
     pub unpack: Limits,
     pub sandbox: sandbox::Policy,
     pub inspection_timeout: Duration,
@@ -479,6 +541,7 @@ pub fn check_with_policy(package: &Path, pc: &PolicyCheck) -> Verdict {
     let links = RuleLinks::new(rule, vars, pc.fetcher);
     check(&Request {
         package,
+        layouts: pc.layouts,
         contents: Contents::Unpacked,
         layout: &layout,
         layout_origin: &layout_loc,

@@ -122,6 +122,7 @@ pub fn run(a: CheckArgs) -> Result<u8> {
             let origin = layout_path.display().to_string();
             check::check(&Request {
                 contents: check::Contents::Unpacked,
+                layouts: None,
                 package: &a.package,
                 layout: &layout,
                 layout_origin: &origin,
@@ -150,6 +151,7 @@ pub fn run(a: CheckArgs) -> Result<u8> {
                 &PolicyCheck {
                     policy: &policy,
                     fetcher: &fetcher,
+                    layouts: None,
                     unpack,
                     sandbox,
                     inspection_timeout,

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use totogate::check::PolicyCheck;
+use totogate::check::{LayoutCache, PolicyCheck};
 use totogate::fetch::{FetchLimits, Fetcher};
 use totogate::mirror::{self, Counts, Done, Report, Run, Shard};
 use totogate::policy::Policy;
@@ -220,9 +220,11 @@ fn check(a: CheckArgs) -> Result<u8> {
         None => None,
     };
     let fetcher = Fetcher::new(FetchLimits::default());
+    let layouts = LayoutCache::new();
     let pc = PolicyCheck {
         policy: &policy,
         fetcher: &fetcher,
+        layouts: Some(&layouts),
         unpack: a.confine.unpack_limits(),
         sandbox: a.confine.sandbox(),
         inspection_timeout: a.confine.inspection_timeout(),
@@ -250,6 +252,8 @@ fn check(a: CheckArgs) -> Result<u8> {
                 "report".into(),
                 a.report.as_ref().map(|p| p.display().to_string()).into(),
             );
+            obj.insert("layouts_verified".into(), layouts.verified().into());
+            obj.insert("layouts_reused".into(), layouts.reused().into());
         }
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
@@ -264,6 +268,11 @@ fn check(a: CheckArgs) -> Result<u8> {
             summary.elapsed_ms as f64 / 1000.0,
             summary.packages_per_s,
             summary.resumed
+        );
+        eprintln!(
+            "  {} distinct layout(s) verified, reused for {} more package(s)",
+            layouts.verified(),
+            layouts.reused()
         );
         if let Some(p) = &a.report {
             eprintln!("  report: {}", p.display());

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::apt::config::IntotoConfig;
-use crate::check::{self, Contents, PolicyCheck, Request, Verdict};
+use crate::check::{self, Contents, LayoutCache, PolicyCheck, Request, Verdict};
 use crate::crypto::PublicKey;
 use crate::fetch::{Fetch, FetchLimits, Fetcher};
 use crate::json::JsonLimits;
@@ -82,6 +82,8 @@ pub struct Gate {
     source: Source,
     no_fail: bool,
     fetcher: Fetcher,
+    /// Every package of an apt run shares one layout: verified once.
+    layouts: LayoutCache,
     pub unpack: Limits,
     pub sandbox: sandbox::Policy,
     pub inspection_timeout: Duration,
@@ -125,6 +127,7 @@ impl Gate {
             source,
             no_fail: config.no_fail,
             fetcher: Fetcher::new(limits),
+            layouts: LayoutCache::new(),
             unpack: Limits::default(),
             sandbox: sandbox::Policy {
                 timeout: Duration::from_secs(60),
@@ -151,6 +154,7 @@ impl Gate {
                 &PolicyCheck {
                     policy,
                     fetcher: &self.fetcher,
+                    layouts: Some(&self.layouts),
                     unpack: self.unpack.clone(),
                     sandbox: self.sandbox.clone(),
                     inspection_timeout: self.inspection_timeout,
@@ -170,6 +174,7 @@ impl Gate {
                     // makes: the .deb alone, so layouts written for it give
                     // the same verdicts.
                     contents: Contents::PackageOnly,
+                    layouts: Some(&self.layouts),
                     layout: bytes,
                     layout_origin: origin,
                     layout_keys: keys,

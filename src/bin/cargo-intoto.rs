@@ -344,6 +344,7 @@ fn install(a: InstallArgs) -> Result<u8> {
         &PolicyCheck {
             policy: &policy,
             fetcher: &meta,
+            layouts: None,
             unpack: Limits::default(),
             sandbox: sandbox_policy(&a.common),
             inspection_timeout: INSPECTION_TIMEOUT,
@@ -502,6 +503,8 @@ struct VerifyCx<'a> {
     sandbox: sandbox::Policy,
     /// `config.json` `dl` template per index base, fetched once.
     dl: Mutex<HashMap<String, Result<String, String>>>,
+    /// Layouts verified once for all crates of the lockfile.
+    layouts: check::LayoutCache,
     shell: &'a Shell,
 }
 
@@ -606,6 +609,7 @@ impl VerifyCx<'_> {
                     &PolicyCheck {
                         policy: self.policy,
                         fetcher: &self.meta,
+                        layouts: Some(&self.layouts),
                         unpack: Limits::default(),
                         sandbox: self.sandbox.clone(),
                         inspection_timeout: INSPECTION_TIMEOUT,
@@ -645,6 +649,7 @@ fn verify(a: VerifyArgs) -> Result<u8> {
         offline: a.common.offline,
         sandbox: sandbox_policy(&a.common),
         dl: Mutex::new(HashMap::new()),
+        layouts: check::LayoutCache::new(),
         shell: &sh,
     };
     let mut skipped = Vec::new();

@@ -421,6 +421,24 @@ pub fn verify_envelope(
     opts: &Options,
 ) -> Result<Outcome, VerifyError> {
     let layout = verify_layout(env, origin, trusted, opts.expiry, opts.now)?;
+    verify_with_layout(layout, links, runner, opts)
+}
+
+/// Full verification under a layout already verified by [`verify_layout`]
+/// (kept, say, for every package of a run that shares it): its expiry is
+/// checked again against `opts.now`, then the links, rules and inspections.
+pub fn verify_with_layout(
+    layout: VerifiedLayout,
+    links: &dyn LinkSource,
+    runner: &dyn InspectionRunner,
+    opts: &Options,
+) -> Result<Outcome, VerifyError> {
+    if opts.expiry == Expiry::Enforce && layout.layout.expires_at() <= opts.now {
+        return Err(VerifyError::Expired {
+            expires: layout.layout.expires.clone(),
+            now: crate::model::format_expiry(opts.now),
+        });
+    }
     let mut warnings = Vec::new();
     let cx = Cx {
         links,

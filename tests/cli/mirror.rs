@@ -265,6 +265,10 @@ fn each_package_gets_its_verdict() {
         [p.expected.len() as u64, 4, refused, 1, 0]
     );
     assert_eq!(summary["checked"], p.expected.len() as u64);
+    // Two layouts (the .deb's and the .crate's) verified once each, then
+    // reused by the 9 other packages that reach a layout (one job: no race).
+    assert_eq!(summary["layouts_verified"], 2, "{summary}");
+    assert_eq!(summary["layouts_reused"], 9, "{summary}");
 
     // Packages index mode: Filename: fields relative to --base.
     let index = p.root().join("Packages");
