@@ -184,7 +184,12 @@ impl Gate {
                     inspection_timeout: self.inspection_timeout,
                     work_dir: self.work_dir.clone(),
                 });
-                v.warnings.extend(links.problems);
+                // Why links are missing belongs with a refusal.
+                if v.allowed {
+                    v.warnings.extend(links.problems);
+                } else {
+                    v.reasons.extend(links.problems);
+                }
                 v
             }
         };

@@ -489,6 +489,10 @@ fn a_stalled_rebuilder_does_not_hang_apt() {
     let t = text(&apt.apt(&["install", GOOD], false));
     assert!(start.elapsed() < Duration::from_secs(20));
     assert!(t.contains("tg-good_1.0_all.deb"), "{t}");
+    assert!(
+        t.contains("timed out") || t.contains("timeout"),
+        "the stalled rebuilder is named: {t}"
+    );
     assert!(!apt.installed(GOOD));
 }
 
