@@ -323,6 +323,79 @@ mod tests {
         assert_eq!(deb_name_version(Path::new("_1_all.deb")), None);
     }
 
+    /// Rebuilders as a table: URL → what they answer.
+    struct Fake(Vec<(&'static str, crate::fetch::Fetched)>);
+    impl Fetch for Fake {
+        fn get(&self, location: &str) -> crate::fetch::Fetched {
+            let (_, r) = self
+                .0
+                .iter()
+                .find(|(prefix, _)| location.starts_with(prefix))
+                .expect("a rebuilder the test knows");
+            match r {
+                Ok(b) => Ok(b.clone()),
+                Err(_) => Err(crate::fetch::FetchError::UnsupportedScheme {
+                    url: location.into(),
+                }),
+            }
+        }
+    }
+
+    #[test]
+    fn rebuilder_links_are_filed_by_name_and_signer_and_bad_answers_are_reasons() {
+        let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        // A link the reference signed (GPG, step `demo`), and a layout.
+        let link = std::fs::read(testdata.join("gpg/demo.7a99af80.link")).unwrap();
+        let layout = std::fs::read(testdata.join("samples/deb/root.layout")).unwrap();
+        let fake = Fake(vec![
+            ("http://good", Ok(Some(link.clone()))),
+            ("http://missing", Ok(None)),
+            ("http://garbage", Ok(Some(b"{\"signed\": ".to_vec()))),
+            ("http://layout", Ok(Some(layout))),
+            (
+                "http://broken",
+                Err(crate::fetch::FetchError::UnsupportedScheme { url: String::new() }),
+            ),
+        ]);
+        let rebuilders: Vec<String> = ["good", "missing", "garbage", "layout", "broken"]
+            .iter()
+            .map(|r| format!("http://{r}/"))
+            .collect();
+        let got = RebuilderLinks::fetch(&fake, &rebuilders, "hello", "1:2.0");
+        let wanted = LinkRef {
+            subdir: PathBuf::new(),
+            step: "demo".into(),
+            keyid: "7a99af80bfc638d572c63adacf6ecf4712d0991a".into(),
+        };
+        let limits = JsonLimits::default();
+        assert_eq!(got.fetch(&wanted, limits).unwrap(), Some(link));
+        assert_eq!(
+            got.describe(&wanted),
+            "http://good/sources/hello/1%3A2.0/metadata"
+        );
+        // A sublayout's links are never served by rebuilders.
+        let sub = LinkRef {
+            subdir: "demo.7a99af80".into(),
+            ..wanted
+        };
+        assert_eq!(got.fetch(&sub, limits).unwrap(), None);
+        let problems = got.problems.join("\n");
+        assert_eq!(got.problems.len(), 4, "{problems}");
+        for (who, why) in [
+            ("missing", "no link"),
+            ("garbage", ""),
+            ("layout", "served a layout"),
+            ("broken", ""),
+        ] {
+            assert!(
+                got.problems
+                    .iter()
+                    .any(|p| p.starts_with(&format!("rebuilder http://{who}/")) && p.contains(why)),
+                "{who}: {problems}"
+            );
+        }
+    }
+
     #[test]
     fn segments_cannot_change_the_url_shape() {
         assert_eq!(url_segment("1:2.0+b1"), "1%3A2.0+b1");
