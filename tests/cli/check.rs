@@ -3,7 +3,7 @@
 //! right reason; hostile archives are refused without touching the host.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
 use crate::common::*;
 
@@ -16,21 +16,28 @@ fn copy_sample(kind: &str) -> tempfile::TempDir {
     d
 }
 
+/// `totogate check PACKAGE` with the sample's layout and links, the layout
+/// trusted to be signed by `key`.
+fn check_with_key(dir: &Path, package: &str, key: &str) -> Command {
+    let mut c = totogate();
+    c.args([
+        "check",
+        package,
+        "--layout",
+        "root.layout",
+        "--layout-key",
+        key,
+        "--link-dir",
+        "links",
+    ])
+    .current_dir(dir);
+    c
+}
+
 fn check(dir: &Path, package: &str, extra: &[&str]) -> Output {
-    run(totogate()
-        .args([
-            "check",
-            package,
-            "--layout",
-            "root.layout",
-            "--layout-key",
-            "owner.pub",
-            "--link-dir",
-            "links",
-            "--json",
-        ])
-        .args(extra)
-        .current_dir(dir))
+    run(check_with_key(dir, package, "owner.pub")
+        .arg("--json")
+        .args(extra))
 }
 
 fn verdict(out: &Output) -> serde_json::Value {
@@ -71,18 +78,7 @@ fn samples_pass() {
         assert_eq!(v["name"], name);
         assert!(v["weak_sandbox"].as_array().unwrap().is_empty());
         // The human form names the verdict too.
-        let human = run(totogate()
-            .args([
-                "check",
-                pkg,
-                "--layout",
-                "root.layout",
-                "--layout-key",
-                "owner.pub",
-                "--link-dir",
-                "links",
-            ])
-            .current_dir(d.path()));
+        let human = run(&mut check_with_key(d.path(), pkg, "owner.pub"));
         assert!(String::from_utf8_lossy(&human.stderr).contains("ALLOW"));
     }
 }
@@ -183,50 +179,16 @@ fn layout_signed_by_another_key_is_refused() {
     let d = copy_sample("deb");
     let p = d.path();
     ok(totogate().args(["keygen", "other"]).current_dir(p));
-    let out = run(totogate()
-        .args([
-            "check",
-            DEB,
-            "--layout",
-            "root.layout",
-            "--layout-key",
-            "other.pub",
-            "--link-dir",
-            "links",
-            "--json",
-        ])
-        .current_dir(p));
+    let out = run(check_with_key(p, DEB, "other.pub").arg("--json"));
     refused(&out, &["layout is not signed by key"]);
 }
 
 #[test]
 fn usage_errors_exit_2() {
     let d = copy_sample("deb");
-    let out = run(totogate()
-        .args([
-            "check",
-            "nope.deb",
-            "--layout",
-            "root.layout",
-            "--layout-key",
-            "owner.pub",
-            "--link-dir",
-            "links",
-        ])
-        .current_dir(d.path()));
+    let out = run(&mut check_with_key(d.path(), "nope.deb", "owner.pub"));
     assert_eq!(out.status.code(), Some(2));
-    let out = run(totogate()
-        .args([
-            "check",
-            DEB,
-            "--layout",
-            "root.layout",
-            "--layout-key",
-            "nope.pub",
-            "--link-dir",
-            "links",
-        ])
-        .current_dir(d.path()));
+    let out = run(&mut check_with_key(d.path(), DEB, "nope.pub"));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope.pub"));
 }
