@@ -204,6 +204,14 @@ fn run_pipeline(req: &Request, v: &mut Verdict) {
     };
     let layout: Arc<VerifiedLayout> = match cached {
         Some(l) => {
+            // Still before touching the package: a run can outlive a layout.
+            if opts.expiry == verify::Expiry::Enforce && l.layout().expires_at() <= opts.now {
+                v.reasons.extend(chain(&VerifyError::Expired {
+                    expires: l.layout().expires.clone(),
+                    now: crate::model::format_expiry(opts.now),
+                }));
+                return;
+            }
             if let Some(c) = req.layouts {
                 c.reused.fetch_add(1, Ordering::Relaxed);
             }
