@@ -269,6 +269,18 @@ fn run_pipeline(req: &Request, v: &mut Verdict) {
             return;
         }
     }
+    if !layout.layout().inspect.is_empty() {
+        if let Some(blocked) = unreachable_by_sandbox(tmp.path()) {
+            v.reasons.push(format!(
+                "the inspections' sandbox runs as uid {} and cannot reach {}: {} is not searchable \
+                 by others (chmod o+x it, or choose another --work-dir / $TMPDIR)",
+                sandbox::SANDBOX_ID,
+                tmp.path().display(),
+                blocked.display()
+            ));
+            return;
+        }
+    }
     let root = tmp.path().join("root");
     match req.contents {
         Contents::Unpacked => match package::unpack(req.package, &root, &req.unpack) {
@@ -352,6 +364,22 @@ fn run_pipeline(req: &Request, v: &mut Verdict) {
             v.reasons.extend(chain(&e));
         }
     }
+}
+
+/// The first directory on the way to `dir` that the sandbox's unprivileged
+/// uid cannot pass through (no search permission for others), when running
+/// as root; as another user the sandbox keeps the caller's uid.
+fn unreachable_by_sandbox(dir: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let dir = std::fs::canonicalize(dir).ok()?;
+    dir.ancestors().skip(1).find_map(|a| {
+        let m = std::fs::metadata(a).ok()?;
+        let searchable = m.permissions().mode() & 0o001 != 0 || m.uid() == sandbox::SANDBOX_ID;
+        (!searchable).then(|| a.to_path_buf())
+    })
 }
 
 /// Links found where a policy rule says: `rule.links` expanded for each

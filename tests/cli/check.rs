@@ -234,3 +234,40 @@ fn hostile_archives_are_refused() {
         assert!(left.is_empty(), "{name}: left {left:?} in the work dir");
     }
 }
+
+/// As root the sandbox runs inspections as uid 65534, which must be able to
+/// reach the work directory: a private parent is a clear refusal that says
+/// what to do, not a sandbox error.
+#[test]
+fn work_dir_the_sandbox_cannot_reach_is_named() {
+    let uid = ok(Command::new("id").arg("-u")).stdout;
+    assert_eq!(
+        String::from_utf8_lossy(&uid).trim(),
+        "0",
+        "this test checks the sandbox's uid 65534, which needs root"
+    );
+    let d = copy_sample("deb");
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        private.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let out = check(
+        d.path(),
+        DEB,
+        &["--work-dir", private.path().to_str().unwrap()],
+    );
+    refused(&out, &["cannot reach", "chmod o+x"]);
+    std::fs::set_permissions(
+        private.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let out = check(
+        d.path(),
+        DEB,
+        &["--work-dir", private.path().to_str().unwrap()],
+    );
+    assert_eq!(verdict(&out)["allowed"], true, "{}", show(&out));
+}
