@@ -10,53 +10,69 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 const TOTOGATE: &str = env!("CARGO_BIN_EXE_totogate");
 const CARGO_INTOTO: &str = env!("CARGO_BIN_EXE_cargo-intoto");
 
-/// Serves files under `root` at `/...` on 127.0.0.1 until dropped; each
-/// request is answered on its own thread.
+/// Serves files under `root` at `/...` on 127.0.0.1 (HTTP/1.1, keep-alive,
+/// a thread per connection, TCP_NODELAY, each answer in one write) for the
+/// life of the test process.
 struct Server {
     port: u16,
-    server: Arc<tiny_http::Server>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
     fn start(root: PathBuf) -> Server {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let port = server.server_addr().to_ip().unwrap().port();
-        let s2 = server.clone();
-        let thread = std::thread::spawn(move || {
-            for req in s2.incoming_requests() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
                 let root = root.clone();
-                std::thread::spawn(move || {
-                    let rel = req.url().trim_start_matches('/').to_string();
-                    let resp = match (rel.contains(".."), std::fs::read(root.join(&rel))) {
-                        (false, Ok(body)) => tiny_http::Response::from_data(body),
-                        _ => tiny_http::Response::from_data(b"not found".to_vec())
-                            .with_status_code(404),
-                    };
-                    let _ = req.respond(resp);
-                });
+                std::thread::spawn(move || serve_connection(conn, &root));
             }
         });
-        Server {
-            port,
-            server,
-            thread: Some(thread),
-        }
+        Server { port }
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+fn serve_connection(conn: std::net::TcpStream, root: &Path) {
+    use std::io::{BufRead, Write};
+    let _ = conn.set_nodelay(true);
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
+    let mut r = std::io::BufReader::new(conn);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            if h == "\r\n" || h == "\n" {
+                break;
+            }
+        }
+        let rel = path.trim_start_matches('/');
+        let (status, body) = match (rel.contains(".."), std::fs::read(root.join(rel))) {
+            (false, Ok(body)) => ("200 OK", body),
+            _ => ("404 Not Found", b"not found".to_vec()),
+        };
+        let mut msg = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        msg.extend_from_slice(&body);
+        if out.write_all(&msg).is_err() {
+            return;
         }
     }
 }
