@@ -56,14 +56,9 @@ pub enum Decision {
     Forgiven(Verdict),
     /// Refused: apt must not install it.
     Refused(Verdict),
-    /// Not a package this gate checks (index files, names it cannot parse).
+    /// Not a `name_version_arch.deb` file name: the rebuilders cannot be
+    /// asked about it, so it is refused too.
     Skipped(String),
-}
-
-impl Decision {
-    pub fn lets_through(&self) -> bool {
-        !matches!(self, Decision::Refused(_))
-    }
 }
 
 enum Source {

@@ -19,11 +19,15 @@ use std::time::Duration;
 use sha2::{Digest, Sha256, Sha512};
 
 use crate::apt::config::{decode_item, IntotoConfig};
-use crate::apt::gate::{deb_name_version, Decision, Gate};
+use crate::apt::gate::{Decision, Gate};
 use crate::apt::protocol::{
     self, capabilities, general_failure, read_message, uri_done, uri_failure, uri_start, Message,
     UriDone,
 };
+
+/// The longest one download's body may take: a server that stalls mid-body
+/// cannot hang apt for longer.
+const DOWNLOAD_LIMIT: Duration = Duration::from_secs(30 * 60);
 
 /// Packages downloaded and checked at once.
 const WORKERS: usize = 4;
@@ -53,9 +57,15 @@ struct Session {
 impl Session {
     fn new(config: Result<IntotoConfig, String>) -> Session {
         let settings = config.as_ref().ok();
+        // apt's Acquire::http::Timeout (default 120 s) bounds connecting and
+        // waiting for the answer; a body that stalls is cut at DOWNLOAD_LIMIT.
+        let timeout = settings
+            .and_then(|c| c.http_timeout)
+            .unwrap_or(Duration::from_secs(120));
         let mut builder = ureq::Agent::config_builder()
-            .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_recv_response(Some(Duration::from_secs(120)))
+            .timeout_connect(Some(timeout))
+            .timeout_recv_response(Some(timeout))
+            .timeout_recv_body(Some(DOWNLOAD_LIMIT))
             .http_status_as_error(false)
             .user_agent(concat!("totogate-apt/", env!("CARGO_PKG_VERSION")))
             .proxy(ureq::Proxy::try_from_env());
@@ -65,7 +75,11 @@ impl Session {
                 builder = builder.proxy(Some(proxy));
             }
         }
-        let log_level = settings.and_then(|c| c.log_level).unwrap_or(WARNING);
+        let log_level = match settings {
+            Some(c) if c.debug => 10, // Debug::Acquire::intoto
+            Some(c) => c.log_level.unwrap_or(WARNING),
+            None => WARNING,
+        };
         Session {
             config,
             gate: OnceLock::new(),
@@ -258,11 +272,6 @@ fn acquire(s: &Session, req: &Message, out: &Out) {
 fn gatekeep(s: &Session, deb: &Path) -> Result<(), String> {
     let file = deb.file_name().map(|f| f.to_string_lossy().into_owned());
     let file = file.unwrap_or_default();
-    if deb_name_version(deb).is_none() {
-        return Err(format!(
-            "in-toto verification for '{file}' refused: not a name_version_arch.deb file name"
-        ));
-    }
     let gate = s
         .gate()
         .map_err(|e| format!("in-toto verification for '{file}' refused: {e}"))?;
@@ -451,10 +460,7 @@ mod tests {
             release.display(),
             deb.display()
         );
-        let sink = Sink::default();
-        let out: Out = Arc::new(Mutex::new(Box::new(sink.clone())));
-        serve(&mut std::io::Cursor::new(input.into_bytes()), out).unwrap();
-        let got = answers(&sink);
+        let got = exchange(&input);
         assert_eq!(got[0].code, protocol::CAPABILITIES);
         assert_eq!(got[0].field("Send-URI-Encoded"), Some("true"));
         let done = got.iter().find(|m| m.code == protocol::URI_DONE).unwrap();
@@ -474,6 +480,66 @@ mod tests {
         assert!(!deb.exists());
     }
 
+    /// Runs the method on `input`, returning its answers.
+    fn exchange(input: &str) -> Vec<Message> {
+        let sink = Sink::default();
+        let out: Out = Arc::new(Mutex::new(Box::new(sink.clone())));
+        serve(&mut std::io::Cursor::new(input.as_bytes().to_vec()), out).unwrap();
+        answers(&sink)
+    }
+
+    #[test]
+    fn a_server_that_never_answers_is_a_transient_failure_after_acquire_http_timeout() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let held: Vec<_> = listener.incoming().take(1).collect();
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            drop(held);
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("Release");
+        let started = std::time::Instant::now();
+        let got = exchange(&format!(
+            "601 Configuration\nConfig-Item: Acquire::http::Timeout=1\nConfig-Item: APT::Sandbox::User=root\n\n\
+             600 URI Acquire\nURI: intoto://127.0.0.1:{port}/Release\nFilename: {}\n\n",
+            file.display()
+        ));
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        let fail = got
+            .iter()
+            .find(|m| m.code == protocol::URI_FAILURE)
+            .unwrap();
+        assert_eq!(fail.field("Transient-Failure"), Some("true"), "{fail:?}");
+        assert!(!file.exists());
+    }
+
+    #[test]
+    fn a_download_larger_than_apt_expects_is_refused() {
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        let port = server.server_addr().to_ip().unwrap().port();
+        std::thread::spawn(move || {
+            if let Ok(req) = server.recv() {
+                let _ = req.respond(tiny_http::Response::from_data(vec![b'x'; 4096]));
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("Packages");
+        let got = exchange(&format!(
+            "601 Configuration\nConfig-Item: APT::Sandbox::User=root\n\n\
+             600 URI Acquire\nURI: intoto://127.0.0.1:{port}/Packages\nFilename: {}\n\
+             Index-File: true\nMaximum-Size: 100\n\n",
+            file.display()
+        ));
+        assert!(got.iter().all(|m| m.code != protocol::URI_DONE));
+        let fail = got
+            .iter()
+            .find(|m| m.code == protocol::URI_FAILURE)
+            .unwrap();
+        assert!(fail.field("Message").unwrap().contains("100"), "{fail:?}");
+        assert!(!file.exists());
+    }
+
     #[test]
     fn a_deb_is_refused_when_no_layout_is_configured() {
         let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
@@ -490,10 +556,7 @@ mod tests {
              600 URI Acquire\nURI: intoto://127.0.0.1:{port}/a_1_all.deb\nFilename: {}\n\n",
             deb.display()
         );
-        let sink = Sink::default();
-        let out: Out = Arc::new(Mutex::new(Box::new(sink.clone())));
-        serve(&mut std::io::Cursor::new(input.into_bytes()), out).unwrap();
-        let got = answers(&sink);
+        let got = exchange(&input);
         assert!(got.iter().all(|m| m.code != protocol::URI_DONE));
         let fail = got
             .iter()
