@@ -85,12 +85,7 @@ fn new_key(home: &Path, name: &str) -> String {
 fn chain() -> &'static Chain {
     static CHAIN: OnceLock<Chain> = OnceLock::new();
     CHAIN.get_or_init(|| {
-        let uid = ok(Command::new("id").arg("-u")).stdout;
-        assert_eq!(
-            String::from_utf8_lossy(&uid).trim(),
-            "0",
-            "the apt tests install packages with apt-get and dpkg into a throwaway root: run them as root"
-        );
+        require_root("the apt tests install packages with apt-get and dpkg into a throwaway root");
         for (tool, package) in [
             ("apt-get", "apt"),
             ("dpkg-deb", "dpkg"),

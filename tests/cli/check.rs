@@ -240,12 +240,7 @@ fn hostile_archives_are_refused() {
 /// what to do, not a sandbox error.
 #[test]
 fn work_dir_the_sandbox_cannot_reach_is_named() {
-    let uid = ok(Command::new("id").arg("-u")).stdout;
-    assert_eq!(
-        String::from_utf8_lossy(&uid).trim(),
-        "0",
-        "this test checks the sandbox's uid 65534, which needs root"
-    );
+    require_root("this test checks the sandbox's uid 65534, which needs root");
     let d = copy_sample("deb");
     let private = tempfile::tempdir().unwrap();
     std::fs::set_permissions(

@@ -50,6 +50,16 @@ pub fn oracle_python() -> Command {
     Command::new(oracle_bin().join("python"))
 }
 
+/// Fails the test, saying why, unless it runs as root.
+pub fn require_root(why: &str) {
+    let uid = ok(Command::new("id").arg("-u")).stdout;
+    assert_eq!(
+        String::from_utf8_lossy(&uid).trim(),
+        "0",
+        "{why}: run it as root"
+    );
+}
+
 pub fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
 }

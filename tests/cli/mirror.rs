@@ -225,12 +225,7 @@ fn each_package_gets_its_verdict() {
     let p = make_pool(2);
     let report = p.root().join("report.jsonl");
     let out = run(&mut mirror_cmd(&p, &report, &["--json"]));
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(code(&out), 1, "{}", show(&out));
     let summary = json(&out);
     let got = read_report(&report);
     let verdicts: BTreeMap<String, &str> = got
@@ -283,12 +278,7 @@ fn each_package_gets_its_verdict() {
         .arg(p.root())
         .arg("--policy")
         .arg(&p.policy));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(code(&out), 0, "{}", show(&out));
     assert_eq!(counts(&json(&out)), [2, 1, 0, 1, 0]);
 }
 
@@ -433,12 +423,7 @@ fn exit_codes() {
         .arg(&good)
         .arg("--policy")
         .arg(&p.policy));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(code(&out), 0, "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 packages: 1 allowed"));
     // Usage: 2.
     let policy = p.policy.to_str().unwrap();
