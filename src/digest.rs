@@ -8,10 +8,20 @@
 //! note, not an error; `--lstrip-paths` strips the first matching plain string
 //! prefix and refuses collisions.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use nix::dir::Type;
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{fstatat, FileStat, Mode, SFlag};
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use rayon::prelude::*;
@@ -167,28 +177,28 @@ struct StatKey {
 }
 
 impl StatKey {
-    fn of(m: &std::fs::Metadata) -> StatKey {
-        use std::os::unix::fs::MetadataExt;
+    fn of(st: &FileStat) -> StatKey {
         StatKey {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
         }
     }
 }
 
 /// Hashes from an earlier snapshot, reusable for files that provably did not
 /// change since (used for an inspection's "after" snapshot: its command
-/// usually leaves most of a large tree alone).
+/// usually leaves most of a large tree alone). Keyed by artifact name, so
+/// both snapshots must be recorded with the same options.
 #[derive(Debug, Default)]
 pub struct StatCache {
     /// Files whose ctime is at or after this (seconds since the epoch) are
     /// never trusted: timestamps are coarse, so a write right after our
     /// stat could keep the same ctime.
     trusted_before: i64,
-    entries: std::sync::Mutex<HashMap<PathBuf, (StatKey, HashDict)>>,
+    entries: Mutex<HashMap<String, (StatKey, HashDict)>>,
 }
 
 impl StatCache {
@@ -206,30 +216,31 @@ impl StatCache {
     fn trusted(&self, k: &StatKey) -> bool {
         k.ctime.0 < self.trusted_before
     }
-    fn lookup(&self, path: &Path) -> Option<HashDict> {
-        let m = std::fs::metadata(path).ok()?;
-        let k = StatKey::of(&m);
+    fn lookup(&self, key: &str, st: &FileStat) -> Option<HashDict> {
+        let k = StatKey::of(st);
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        match entries.get(path) {
+        match entries.get(key) {
             Some((old, h)) if *old == k && self.trusted(&k) => Some(h.clone()),
             _ => None,
         }
     }
-    fn remember(&self, path: &Path, h: &HashDict) {
-        if let Ok(m) = std::fs::metadata(path) {
-            let k = StatKey::of(&m);
-            if self.trusted(&k) {
-                self.entries
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(path.to_path_buf(), (k, h.clone()));
-            }
+    fn remember(&self, key: &str, st: &FileStat, h: &HashDict) {
+        let k = StatKey::of(st);
+        if self.trusted(&k) {
+            self.entries
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.to_owned(), (k, h.clone()));
         }
     }
 }
 
 /// [`record`], reusing hashes from `reuse` for unchanged files and
 /// remembering new ones in `remember`.
+///
+/// Directories are walked in parallel, one task per directory, and files
+/// are opened relative to their directory's descriptor: no walker thread,
+/// no channel, and no full path built or resolved per file.
 pub fn record_cached(
     paths: &[String],
     opts: &RecordOptions,
@@ -252,182 +263,381 @@ pub fn record_cached(
     };
     let ex = Excluder::new(&excludes)?;
     let base = opts.base_path.clone().unwrap_or_default();
-    let fs_path = |p: &str| -> PathBuf {
-        if base.as_os_str().is_empty() {
-            PathBuf::from(p)
-        } else {
-            base.join(p)
-        }
+    let walk = Walk {
+        opts,
+        ex,
+        reuse,
+        remember,
+        seen: Mutex::new(HashSet::new()),
+        out: Mutex::new(Vec::new()),
+        failed: Mutex::new(None),
+        stop: AtomicBool::new(false),
     };
-
-    // Discovery (walk, excludes, lstrip) runs on its own thread and feeds
-    // the hashing pool as it goes, so walking overlaps hashing.
-    let (tx, rx) = std::sync::mpsc::channel::<(String, PathBuf)>();
-    let discover = |tx: std::sync::mpsc::Sender<(String, PathBuf)>| -> Result<Notes, DigestError> {
-        let mut notes = Notes::default();
-        let mut seen = std::collections::HashSet::new();
-        let mut emit = |prefix: &str, path: &str, on_disk: PathBuf| -> Result<(), DigestError> {
-            let mut stripped = path;
-            for lp in &opts.lstrip_paths {
-                if let Some(rest) = path.strip_prefix(lp.as_str()) {
-                    stripped = rest;
-                    break;
-                }
-            }
-            if !opts.lstrip_paths.is_empty() && !seen.insert(stripped.to_owned()) {
-                return Err(DigestError::PrefixCollision(stripped.to_owned()));
-            }
-            // The receiver only goes away if hashing failed; that error wins.
-            let _ = tx.send((format!("{prefix}{stripped}"), on_disk));
-            Ok(())
-        };
+    let mut notes = Notes::default();
+    rayon::in_place_scope(|scope| {
         for given in paths {
+            if walk.stopped() {
+                break;
+            }
             let (prefix, raw) = match given.strip_prefix("file:") {
                 Some(rest) => ("file:", rest),
                 None => ("", given.as_str()),
             };
             let path = normpath(raw);
-            let on_disk = fs_path(&path);
+            let on_disk = if base.as_os_str().is_empty() {
+                PathBuf::from(&path)
+            } else {
+                base.join(&path)
+            };
             let meta = match std::fs::metadata(&on_disk) {
                 Ok(m) => m,
                 Err(_) => {
-                    if !ex.excluded(&path, false) {
+                    if !walk.ex.excluded(&path, false) {
                         notes.skipped_missing.push(given.clone());
                     }
                     continue;
                 }
             };
-            if ex.excluded(&path, meta.is_dir()) {
+            if walk.ex.excluded(&path, meta.is_dir()) {
                 continue;
             }
             if meta.is_file() {
-                emit(prefix, &path, on_disk)?;
+                let Some(key) = walk.key(prefix, &path) else {
+                    continue;
+                };
+                let hashed = File::open(&on_disk).and_then(|mut f| walk.hash_open(&key, &mut f));
+                match hashed {
+                    Ok(h) => walk.push(vec![(key, h)]),
+                    Err(source) => walk.fail(DigestError::Io {
+                        path: on_disk,
+                        source,
+                    }),
+                }
             } else if meta.is_dir() {
-                walk(
-                    &path,
-                    &on_disk,
-                    prefix,
-                    opts.follow_symlink_dirs,
-                    &ex,
-                    &mut emit,
-                )?;
+                let opened = open_dir(None, on_disk.as_os_str().as_bytes(), true)
+                    .and_then(|fd| Ok((nix::sys::stat::fstat(&fd)?, fd)));
+                match opened {
+                    Ok((st, fd)) => {
+                        let dir = Arc::new(DirNode {
+                            fd,
+                            key: path,
+                            disk: on_disk,
+                            id: (st.st_dev, st.st_ino),
+                            parent: None,
+                        });
+                        let walk = &walk;
+                        scope.spawn(move |s| walk.dir(s, prefix, dir));
+                    }
+                    Err(Errno::ENOENT) => {}
+                    Err(e) => walk.fail(DigestError::Io {
+                        path: on_disk,
+                        source: e.into(),
+                    }),
+                }
             }
         }
-        Ok(notes)
-    };
-    let (walked, hashed) = std::thread::scope(|scope| {
-        let walker = scope.spawn(move || discover(tx));
-        let hashed: Result<Vec<(String, HashDict)>, DigestError> = rx
-            .into_iter()
-            .par_bridge()
-            .map(|(key, p)| {
-                if let Some(h) = reuse.and_then(|c| c.lookup(&p)) {
-                    return Ok((key, h));
-                }
-                let h = hash_file(&p, &opts.algorithms, opts.normalize_line_endings).map_err(
-                    |source| DigestError::Io {
-                        path: p.clone(),
-                        source,
-                    },
-                )?;
-                if let Some(c) = remember {
-                    c.remember(&p, &h);
-                }
-                Ok((key, h))
-            })
-            .collect();
-        (walker.join(), hashed)
     });
-    let notes = match walked {
-        Ok(r) => r?,
-        Err(panic) => std::panic::resume_unwind(panic),
-    };
-    let hashed = hashed?;
+    if let Some(e) = walk.failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
+    let hashed = walk.out.into_inner().unwrap_or_else(|e| e.into_inner());
     Ok((hashed.into_iter().collect::<BTreeMap<_, _>>(), notes))
 }
 
-fn walk(
-    key_root: &str,
-    disk_root: &Path,
-    prefix: &str,
-    follow: bool,
-    ex: &Excluder,
-    emit: &mut dyn FnMut(&str, &str, PathBuf) -> Result<(), DigestError>,
-) -> Result<(), DigestError> {
-    let mut it = walkdir::WalkDir::new(disk_root)
-        .follow_links(follow)
-        .follow_root_links(true)
-        .into_iter();
-    while let Some(entry) = it.next() {
-        let entry = match entry {
-            Ok(e) => e,
-            // A symlink loop or a vanished entry: the reference would recurse
-            // or skip; we skip the entry.
-            Err(e) if e.loop_ancestor().is_some() => continue,
-            Err(e) => {
-                let path = e.path().unwrap_or(disk_root).to_path_buf();
-                let source = e
-                    .into_io_error()
-                    .unwrap_or_else(|| io::Error::other("walk failed"));
-                if source.kind() == io::ErrorKind::NotFound {
-                    continue;
-                }
-                return Err(DigestError::Io { path, source });
+/// One directory being walked: its descriptor (files are opened relative to
+/// it), its artifact name, its path (for messages) and its ancestors (for
+/// symlink loops).
+struct DirNode {
+    fd: OwnedFd,
+    key: String,
+    disk: PathBuf,
+    id: (u64, u64),
+    parent: Option<Arc<DirNode>>,
+}
+
+impl DirNode {
+    fn is_ancestor_or_self(&self, id: (u64, u64)) -> bool {
+        let mut at = Some(self);
+        while let Some(d) = at {
+            if d.id == id {
+                return true;
             }
-        };
-        if entry.depth() == 0 {
-            continue;
+            at = d.parent.as_deref();
         }
-        let rel = entry
-            .path()
-            .strip_prefix(disk_root)
-            .unwrap_or(entry.path())
-            .to_str()
-            .ok_or_else(|| DigestError::NonUtf8(entry.path().to_path_buf()))?;
-        let key = normpath(&format!("{key_root}/{rel}"));
-        let ft = entry.file_type();
-        if ft.is_dir() {
-            if ex.excluded(&key, true) {
-                it.skip_current_dir();
-            }
-            continue;
-        }
-        if ex.excluded(&key, false) {
-            continue;
-        }
-        // Follows symlinks: a link to a file counts under the link's name;
-        // a broken link, or a link to a directory we do not follow, is skipped.
-        let is_file = if ft.is_symlink() {
-            std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file())
-        } else {
-            ft.is_file()
-        };
-        if is_file {
-            emit(prefix, &key, entry.into_path())?;
+        false
+    }
+}
+
+struct Walk<'a> {
+    opts: &'a RecordOptions,
+    ex: Excluder,
+    reuse: Option<&'a StatCache>,
+    remember: Option<&'a StatCache>,
+    /// Names after `--lstrip-paths`, to refuse collisions.
+    seen: Mutex<HashSet<String>>,
+    out: Mutex<Vec<(String, HashDict)>>,
+    failed: Mutex<Option<DigestError>>,
+    stop: AtomicBool,
+}
+
+/// Directories with more files than this hash them in parallel chunks.
+const FILES_PER_TASK: usize = 64;
+
+impl Walk<'_> {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Keeps the first error; every task stops soon after.
+    fn fail(&self, e: DigestError) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut f = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if f.is_none() {
+            *f = Some(e);
         }
     }
-    Ok(())
+
+    fn push(&self, hashed: Vec<(String, HashDict)>) {
+        self.out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(hashed);
+    }
+
+    /// The artifact name for the normalised `path`: `--lstrip-paths`
+    /// applied, `file:` kept. `None` after a collision (recorded as the error).
+    fn key(&self, prefix: &str, path: &str) -> Option<String> {
+        let mut stripped = path;
+        for lp in &self.opts.lstrip_paths {
+            if let Some(rest) = path.strip_prefix(lp.as_str()) {
+                stripped = rest;
+                break;
+            }
+        }
+        if !self.opts.lstrip_paths.is_empty()
+            && !self
+                .seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(stripped.to_owned())
+        {
+            self.fail(DigestError::PrefixCollision(stripped.to_owned()));
+            return None;
+        }
+        Some(format!("{prefix}{stripped}"))
+    }
+
+    fn dir<'s>(&'s self, scope: &rayon::Scope<'s>, prefix: &'s str, dir: Arc<DirNode>) {
+        if let Err(e) = self.dir_inner(scope, prefix, &dir) {
+            self.fail(e);
+        }
+    }
+
+    fn dir_inner<'s>(
+        &'s self,
+        scope: &rayon::Scope<'s>,
+        prefix: &'s str,
+        dir: &Arc<DirNode>,
+    ) -> Result<(), DigestError> {
+        let io = |name: &[u8], e: Errno| DigestError::Io {
+            path: dir.disk.join(OsStr::from_bytes(name)),
+            source: e.into(),
+        };
+        let entries = read_dir_fd(&dir.fd).map_err(|e| io(b"", e))?;
+        let mut files: Vec<(String, CString)> = Vec::new();
+        for (name, ty) in entries {
+            if self.stopped() {
+                return Ok(());
+            }
+            let bytes = name.as_bytes();
+            let Ok(name_str) = std::str::from_utf8(bytes) else {
+                return Err(DigestError::NonUtf8(
+                    dir.disk.join(OsStr::from_bytes(bytes)),
+                ));
+            };
+            let key = child_key(&dir.key, name_str);
+            let ty = match ty {
+                Some(t) => t,
+                None => match fstatat(&dir.fd, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    Ok(st) => type_of(&st),
+                    Err(Errno::ENOENT) => continue,
+                    Err(e) => return Err(io(bytes, e)),
+                },
+            };
+            // Follows symlinks: a link to a file counts under the link's
+            // name; a broken link, or a link to a directory we do not
+            // follow, is skipped; a link back to an ancestor is a loop and
+            // is skipped too.
+            let (is_dir, is_file, via_link) = match ty {
+                Type::Directory => (true, false, false),
+                Type::File => (false, true, false),
+                Type::Symlink => match fstatat(&dir.fd, name.as_c_str(), AtFlags::empty()) {
+                    Ok(st) => {
+                        let t = type_of(&st);
+                        let followed = t == Type::Directory && self.opts.follow_symlink_dirs;
+                        if followed && dir.is_ancestor_or_self((st.st_dev, st.st_ino)) {
+                            continue;
+                        }
+                        (followed, t == Type::File, true)
+                    }
+                    Err(_) => continue,
+                },
+                _ => (false, false, false),
+            };
+            if is_dir {
+                if self.ex.excluded(&key, true) {
+                    continue;
+                }
+                let fd = match open_dir(Some(&dir.fd), bytes, via_link) {
+                    Ok(fd) => fd,
+                    Err(Errno::ENOENT) => continue,
+                    Err(e) => return Err(io(bytes, e)),
+                };
+                let st = nix::sys::stat::fstat(&fd).map_err(|e| io(bytes, e))?;
+                let child = Arc::new(DirNode {
+                    fd,
+                    key,
+                    disk: dir.disk.join(name_str),
+                    id: (st.st_dev, st.st_ino),
+                    parent: Some(dir.clone()),
+                });
+                scope.spawn(move |s| self.dir(s, prefix, child));
+                continue;
+            }
+            if !is_file || self.ex.excluded(&key, false) {
+                continue;
+            }
+            let Some(key) = self.key(prefix, &key) else {
+                return Ok(());
+            };
+            files.push((key, name));
+        }
+        let hash_some = |chunk: &[(String, CString)]| -> Result<(), DigestError> {
+            let mut done = Vec::with_capacity(chunk.len());
+            for (key, name) in chunk {
+                if self.stopped() {
+                    return Ok(());
+                }
+                let h = self
+                    .hash_at(&dir.fd, key, name)
+                    .map_err(|source| DigestError::Io {
+                        path: dir.disk.join(OsStr::from_bytes(name.as_bytes())),
+                        source,
+                    })?;
+                done.push((key.clone(), h));
+            }
+            self.push(done);
+            Ok(())
+        };
+        if files.len() > FILES_PER_TASK {
+            files.par_chunks(FILES_PER_TASK).try_for_each(hash_some)
+        } else {
+            hash_some(&files)
+        }
+    }
+
+    fn hash_at(&self, dir: &OwnedFd, key: &str, name: &CStr) -> io::Result<HashDict> {
+        if let Some(cache) = self.reuse {
+            if let Ok(st) = fstatat(dir, name, AtFlags::empty()) {
+                if let Some(h) = cache.lookup(key, &st) {
+                    return Ok(h);
+                }
+            }
+        }
+        let fd = nix::fcntl::openat(dir, name, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())?;
+        self.hash_open(key, &mut File::from(fd))
+    }
+
+    /// Hashes an open file, remembering it in the stat cache if asked.
+    fn hash_open(&self, key: &str, f: &mut File) -> io::Result<HashDict> {
+        let h = hash_reader(f, &self.opts.algorithms, self.opts.normalize_line_endings)?;
+        if let Some(cache) = self.remember {
+            if let Ok(st) = nix::sys::stat::fstat(&*f) {
+                cache.remember(key, &st, &h);
+            }
+        }
+        Ok(h)
+    }
+}
+
+/// `normpath(parent + "/" + name)` for a name read from a directory (never
+/// empty, never containing `/`), without the general case's allocations.
+fn child_key(parent: &str, name: &str) -> String {
+    if matches!(name, "." | "..") || matches!(parent, "." | "") || parent.ends_with('/') {
+        return normpath(&format!("{parent}/{name}"));
+    }
+    let mut k = String::with_capacity(parent.len() + 1 + name.len());
+    k.push_str(parent);
+    k.push('/');
+    k.push_str(name);
+    k
+}
+
+fn type_of(st: &FileStat) -> Type {
+    match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
+        SFlag::S_IFDIR => Type::Directory,
+        SFlag::S_IFREG => Type::File,
+        SFlag::S_IFLNK => Type::Symlink,
+        _ => Type::Fifo,
+    }
+}
+
+/// Opens a directory (relative to `parent` if given). An entry that was a
+/// real directory when listed is opened without following a symlink.
+fn open_dir(parent: Option<&OwnedFd>, name: &[u8], follow: bool) -> Result<OwnedFd, Errno> {
+    let mut flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    if !follow {
+        flags |= OFlag::O_NOFOLLOW;
+    }
+    let name = OsStr::from_bytes(name);
+    match parent {
+        Some(p) => nix::fcntl::openat(p, name, flags, Mode::empty()),
+        None => nix::fcntl::open(name, flags, Mode::empty()),
+    }
+}
+
+/// A directory's entries (without `.` and `..`) with their types where the
+/// file system gives them (`None`: ask `fstatat`).
+fn read_dir_fd(fd: &OwnedFd) -> Result<Vec<(CString, Option<Type>)>, Errno> {
+    let dup = fd
+        .try_clone()
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EBADF)))?;
+    let mut d = nix::dir::Dir::from_fd(dup)?;
+    let mut out = Vec::new();
+    for e in d.iter() {
+        let e = e?;
+        let name = e.file_name();
+        if matches!(name.to_bytes(), b"." | b"..") {
+            continue;
+        }
+        out.push((name.to_owned(), e.file_type()));
+    }
+    Ok(out)
 }
 
 const CHUNK: usize = 1 << 20;
 
 /// Streams one file through every requested hash.
 pub fn hash_file(path: &Path, algs: &[HashAlg], normalize_eol: bool) -> io::Result<HashDict> {
-    thread_local! {
-        // One read buffer per hashing thread: a fresh 1 MiB buffer per file
-        // costs an mmap/munmap pair each, which dominates on small files.
-        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; CHUNK]);
-    }
-    BUF.with(|buf| hash_file_with(path, algs, normalize_eol, &mut buf.borrow_mut()))
+    hash_reader(&mut File::open(path)?, algs, normalize_eol)
 }
 
-fn hash_file_with(
-    path: &Path,
+/// Streams `f` through every requested hash, reading into a per-thread
+/// buffer (a fresh 1 MiB buffer per file would cost an mmap/munmap pair
+/// each, which dominates on small files).
+fn hash_reader(f: &mut File, algs: &[HashAlg], normalize_eol: bool) -> io::Result<HashDict> {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; CHUNK]);
+    }
+    BUF.with(|buf| hash_reader_with(f, algs, normalize_eol, &mut buf.borrow_mut()))
+}
+
+fn hash_reader_with(
+    f: &mut File,
     algs: &[HashAlg],
     normalize_eol: bool,
     buf: &mut [u8],
 ) -> io::Result<HashDict> {
-    let mut f = File::open(path)?;
     let mut s256 = algs.contains(&HashAlg::Sha256).then(Sha256::new);
     let mut s512 = algs.contains(&HashAlg::Sha512).then(Sha512::new);
     let mut norm = Vec::new();
@@ -465,12 +675,20 @@ fn hash_file_with(
     }
     let mut out = HashDict::new();
     if let Some(h) = s256 {
-        out.insert("sha256".into(), hex::encode(h.finalize()));
+        out.insert("sha256".into(), to_hex(&h.finalize()));
     }
     if let Some(h) = s512 {
-        out.insert("sha512".into(), hex::encode(h.finalize()));
+        out.insert("sha512".into(), to_hex(&h.finalize()));
     }
     Ok(out)
+}
+
+/// Lowercase hex, without `hex::encode`'s char-by-char string building (it
+/// shows in profiles at tens of thousands of files).
+fn to_hex(digest: &[u8]) -> String {
+    let mut buf = vec![0u8; digest.len() * 2];
+    hex::encode_to_slice(digest, &mut buf).expect("buffer is twice the input");
+    String::from_utf8(buf).expect("hex is ASCII")
 }
 
 /// CRLF → LF, then lone CR → LF, across chunk boundaries (`pending_cr` carries

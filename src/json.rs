@@ -61,7 +61,9 @@ pub fn parse_strict(bytes: &[u8], limits: JsonLimits) -> Result<Value, JsonError
 
 const NUMBER_TOKEN: &str = "$serde_json::private::Number";
 
-struct StrictSeed {
+/// Deserialises one value the way [`parse_strict`] does (duplicate keys
+/// refused, nesting capped at `depth_left` more levels).
+pub(crate) struct StrictSeed {
     depth_left: usize,
 }
 
@@ -73,6 +75,9 @@ impl<'de> DeserializeSeed<'de> for StrictSeed {
 }
 
 impl StrictSeed {
+    pub(crate) fn new(depth_left: usize) -> StrictSeed {
+        StrictSeed { depth_left }
+    }
     fn nested<E: de::Error>(&self) -> Result<StrictSeed, E> {
         match self.depth_left.checked_sub(1) {
             Some(depth_left) => Ok(StrictSeed { depth_left }),
@@ -158,68 +163,119 @@ pub fn to_python_json(value: &Value, style: PyStyle) -> String {
     out
 }
 
-fn write_py(value: &Value, style: PyStyle, depth: usize, out: &mut String) {
-    let (item_sep, key_sep) = match style {
-        PyStyle::Indent1 => (",", ": "),
-        PyStyle::Default => (", ", ": "),
-        PyStyle::Compact => (",", ":"),
-    };
-    let newline = |out: &mut String, depth: usize| {
-        if style == PyStyle::Indent1 {
-            out.push('\n');
-            out.extend(std::iter::repeat_n(' ', depth));
-        }
-    };
+/// Writes `value` at nesting `depth` (for documents assembled piecewise with
+/// [`PyContainer`]).
+pub fn write_py(value: &Value, style: PyStyle, depth: usize, out: &mut String) {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::Number(n) => out.push_str(&n.to_string()),
         Value::String(s) => write_py_str(s, out),
         Value::Array(items) => {
-            if items.is_empty() {
-                out.push_str("[]");
-                return;
+            let mut c = PyContainer::array(out, style, depth);
+            for item in items {
+                write_py(item, style, depth + 1, c.item());
             }
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(item_sep);
-                }
-                newline(out, depth + 1);
-                write_py(item, style, depth + 1, out);
-            }
-            newline(out, depth);
-            out.push(']');
+            c.end();
         }
-        Value::Object(map) => {
-            if map.is_empty() {
-                out.push_str("{}");
-                return;
-            }
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push_str(item_sep);
-                }
-                newline(out, depth + 1);
-                write_py_str(k, out);
-                out.push_str(key_sep);
-                write_py(v, style, depth + 1, out);
-            }
-            newline(out, depth);
-            out.push('}');
+        Value::Object(map) => write_py_object(map, style, depth, out),
+    }
+}
+
+/// [`write_py`] for an object's entries (keys sorted by code point).
+pub fn write_py_object(map: &Map<String, Value>, style: PyStyle, depth: usize, out: &mut String) {
+    let mut entries: Vec<_> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    let mut c = PyContainer::object(out, style, depth);
+    for (k, v) in entries {
+        write_py(v, style, depth + 1, c.key(k));
+    }
+    c.end();
+}
+
+/// One JSON array or object being written in a Python `json.dumps` style:
+/// separators, indentation and the empty forms (`[]`, `{}`) as Python writes
+/// them. Lets typed values (a link's artifact maps) be written without first
+/// building a [`Value`] tree. The caller writes keys in sorted order.
+pub struct PyContainer<'o> {
+    out: &'o mut String,
+    style: PyStyle,
+    depth: usize,
+    count: usize,
+    close: char,
+}
+
+impl<'o> PyContainer<'o> {
+    pub fn object(out: &'o mut String, style: PyStyle, depth: usize) -> PyContainer<'o> {
+        out.push('{');
+        PyContainer {
+            out,
+            style,
+            depth,
+            count: 0,
+            close: '}',
         }
+    }
+    pub fn array(out: &'o mut String, style: PyStyle, depth: usize) -> PyContainer<'o> {
+        out.push('[');
+        PyContainer {
+            out,
+            style,
+            depth,
+            count: 0,
+            close: ']',
+        }
+    }
+    fn newline(&mut self, depth: usize) {
+        if self.style == PyStyle::Indent1 {
+            self.out.push('\n');
+            self.out.extend(std::iter::repeat_n(' ', depth));
+        }
+    }
+    /// Starts the next array item; write it (at depth + 1) into the result.
+    pub fn item(&mut self) -> &mut String {
+        if self.count > 0 {
+            self.out.push_str(match self.style {
+                PyStyle::Default => ", ",
+                PyStyle::Indent1 | PyStyle::Compact => ",",
+            });
+        }
+        self.count += 1;
+        self.newline(self.depth + 1);
+        self.out
+    }
+    /// Starts the next object entry with its key; write the value (at
+    /// depth + 1) into the result.
+    pub fn key(&mut self, key: &str) -> &mut String {
+        self.item();
+        write_py_str(key, self.out);
+        self.out.push_str(match self.style {
+            PyStyle::Compact => ":",
+            PyStyle::Indent1 | PyStyle::Default => ": ",
+        });
+        self.out
+    }
+    pub fn end(mut self) {
+        if self.count > 0 {
+            self.newline(self.depth);
+        }
+        self.out.push(self.close);
     }
 }
 
 /// Python's `json` ASCII encoder: escapes `"`, `\`, the short control escapes,
 /// and every character outside `' '..='~'` as `\uXXXX` (UTF-16 surrogate pairs
 /// above U+FFFF).
-fn write_py_str(s: &str, out: &mut String) {
+pub fn write_py_str(s: &str, out: &mut String) {
     use std::fmt::Write;
     out.push('"');
+    if s.bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),

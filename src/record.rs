@@ -184,15 +184,15 @@ pub fn unfinished_file_name(step: &str, key: &PrivateKey) -> String {
     format!(".{step}.{}.link-unfinished", key.public().keyid().short())
 }
 
-/// Signs `link` into a new envelope of `kind`.
+/// Signs `link` into a new envelope of `kind`; returns it with its file bytes.
 pub fn sign_link(
     link: Link,
     kind: EnvelopeKind,
     key: &PrivateKey,
-) -> Result<Envelope, RecordError> {
+) -> Result<(Envelope, Vec<u8>), RecordError> {
     let mut env = Envelope::new(kind, Payload::Link(link))?;
-    env.sign(key)?;
-    Ok(env)
+    let bytes = env.sign_to_file_bytes(key)?;
+    Ok((env, bytes))
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same
@@ -245,9 +245,9 @@ pub fn record_start(
         materials,
         ..Default::default()
     };
-    let env = sign_link(link, kind, key)?;
+    let (_, bytes) = sign_link(link, kind, key)?;
     let path = dir.join(unfinished_file_name(name, key));
-    write_atomic(&path, &env.to_file_bytes())?;
+    write_atomic(&path, &bytes)?;
     Ok((path, notes))
 }
 
@@ -272,9 +272,9 @@ pub fn record_stop(
     };
     let (products, notes) = digest::record(products, opts)?;
     link.products = products;
-    let out = sign_link(link, env.kind(), key)?;
+    let (_, bytes) = sign_link(link, env.kind(), key)?;
     let path = out_dir.join(link_file_name(name, key));
-    write_atomic(&path, &out.to_file_bytes())?;
+    write_atomic(&path, &bytes)?;
     std::fs::remove_file(&unfinished).map_err(|source| RecordError::Io {
         path: unfinished,
         source,

@@ -5,11 +5,11 @@
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
-use super::{err, is_hex, FormatError, Layout, Link, Problem};
+use super::{err, fast, is_hex, FormatError, Layout, Link, Problem};
 use crate::cjson;
 use crate::crypto::gpg::GpgProblem;
 use crate::crypto::{KeyError, PrivateKey, PublicKey};
-use crate::json::{parse_strict, to_python_json, JsonLimits, PyStyle};
+use crate::json::{parse_strict, to_python_json, write_py, JsonLimits, PyContainer, PyStyle};
 
 pub const DSSE_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 
@@ -30,6 +30,14 @@ impl Payload {
         match self {
             Payload::Link(l) => l.to_value(),
             Payload::Layout(l) => l.to_value(),
+        }
+    }
+    /// The payload as Python's `json.dumps(..., sort_keys=True)` writes it
+    /// at nesting `depth` (links without a value tree: they can be large).
+    pub fn write_py(&self, style: PyStyle, depth: usize, out: &mut String) {
+        match self {
+            Payload::Link(l) => l.write_py(style, depth, out),
+            Payload::Layout(l) => write_py(&l.to_value(), style, depth, out),
         }
     }
     pub fn kind_name(&self) -> &'static str {
@@ -110,6 +118,18 @@ fn payload_from_value(v: &Value, path: &str) -> Result<Payload, FormatError> {
 impl Envelope {
     /// Parses an envelope file. Nothing here is trusted: see `verify`.
     pub fn parse(bytes: &[u8], limits: JsonLimits) -> Result<Envelope, FormatError> {
+        // Links go straight to typed values when they are plainly well
+        // formed; anything else (and every refusal) takes the general path.
+        if let Some((link, sigs)) = fast::metablock_link(bytes, limits) {
+            if let Ok(env) = Envelope::metablock(Payload::Link(link), Some(&sigs)) {
+                return Ok(env);
+            }
+        }
+        Envelope::parse_general(bytes, limits)
+    }
+
+    /// [`Envelope::parse`] through a `Value` tree, for every kind of document.
+    pub(crate) fn parse_general(bytes: &[u8], limits: JsonLimits) -> Result<Envelope, FormatError> {
         let doc = parse_strict(bytes, limits)
             .map_err(|e| err("(document)", Problem::BadPayload(e.to_string())))?;
         let Value::Object(top) = &doc else {
@@ -125,9 +145,14 @@ impl Envelope {
                 .ok_or_else(|| err("payload", Problem::WrongType("a base64 string")))?;
             let dsse_payload =
                 b64_decode(payload_b64).ok_or_else(|| err("payload", Problem::BadBase64))?;
-            let inner = parse_strict(&dsse_payload, limits)
-                .map_err(|e| err("payload", Problem::BadPayload(e.to_string())))?;
-            let payload = payload_from_value(&inner, "payload")?;
+            let payload = match fast::link(&dsse_payload, limits) {
+                Some(link) => Payload::Link(link),
+                None => {
+                    let inner = parse_strict(&dsse_payload, limits)
+                        .map_err(|e| err("payload", Problem::BadPayload(e.to_string())))?;
+                    payload_from_value(&inner, "payload")?
+                }
+            };
             let mut signatures: Vec<Signature> = Vec::new();
             let sigs = match top.get("signatures") {
                 Some(Value::Array(s)) => s,
@@ -153,28 +178,36 @@ impl Envelope {
             })
         } else if let Some(signed) = top.get("signed") {
             let payload = payload_from_value(signed, "signed")?;
-            let signatures = match top.get("signatures") {
-                None => Vec::new(),
-                Some(Value::Array(s)) => s
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| {
-                        parse_signature(s, &format!("signatures[{i}]"), true, |v| {
-                            if is_hex(v) || v.is_empty() {
-                                hex::decode(v).map_err(|_| Problem::NotHex(v.into()))
-                            } else {
-                                Err(Problem::NotHex(v.into()))
-                            }
-                        })
-                    })
-                    .collect::<Result<_, _>>()?,
-                Some(_) => return Err(err("signatures", Problem::WrongType("a list"))),
-            };
-            Envelope::assemble(EnvelopeKind::Metablock, payload, signatures)
-                .map_err(|e| err("signed", Problem::BadPayload(e.to_string())))
+            Envelope::metablock(payload, top.get("signatures"))
         } else {
             Err(err("(document)", Problem::UnknownEnvelope))
         }
+    }
+
+    /// A Metablock around `payload`, with its `signatures` field parsed.
+    pub(super) fn metablock(
+        payload: Payload,
+        signatures: Option<&Value>,
+    ) -> Result<Envelope, FormatError> {
+        let signatures = match signatures {
+            None => Vec::new(),
+            Some(Value::Array(s)) => s
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    parse_signature(s, &format!("signatures[{i}]"), true, |v| {
+                        if is_hex(v) || v.is_empty() {
+                            hex::decode(v).map_err(|_| Problem::NotHex(v.into()))
+                        } else {
+                            Err(Problem::NotHex(v.into()))
+                        }
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(err("signatures", Problem::WrongType("a list"))),
+        };
+        Envelope::assemble(EnvelopeKind::Metablock, payload, signatures)
+            .map_err(|e| err("signed", Problem::BadPayload(e.to_string())))
     }
 
     fn assemble(
@@ -190,7 +223,9 @@ impl Envelope {
                 (cjson::encode(&l.to_value())?, Vec::new())
             }
             (EnvelopeKind::Dsse, p) => {
-                let p = to_python_json(&p.to_value(), PyStyle::Default).into_bytes();
+                let mut json = String::new();
+                p.write_py(PyStyle::Default, 0, &mut json);
+                let p = json.into_bytes();
                 (pae(DSSE_PAYLOAD_TYPE, &p), p)
             }
         };
@@ -236,6 +271,30 @@ impl Envelope {
     /// signature per key id (a re-sign replaces), as securesystemslib does.
     pub fn sign(&mut self, key: &PrivateKey) -> Result<&Signature, KeyError> {
         let sig = key.sign(&self.signed_bytes)?;
+        Ok(self.add_signature(key, sig))
+    }
+
+    /// [`Envelope::sign`], then [`Envelope::to_file_bytes`]. A Metablock's
+    /// payload is rendered while the signature is computed: on links of tens
+    /// of thousands of artifacts each takes milliseconds.
+    pub fn sign_to_file_bytes(&mut self, key: &PrivateKey) -> Result<Vec<u8>, KeyError> {
+        if self.kind != EnvelopeKind::Metablock {
+            self.sign(key)?;
+            return Ok(self.to_file_bytes());
+        }
+        let (sig, signed) = rayon::join(
+            || key.sign(&self.signed_bytes),
+            || {
+                let mut s = String::new();
+                self.payload.write_py(PyStyle::Indent1, 1, &mut s);
+                s
+            },
+        );
+        self.add_signature(key, sig?);
+        Ok(self.metablock_file_bytes(Some(&signed)))
+    }
+
+    fn add_signature(&mut self, key: &PrivateKey, sig: Vec<u8>) -> &Signature {
         let keyid = key.public().keyid().as_str().to_owned();
         if self.kind == EnvelopeKind::Dsse {
             self.signatures.retain(|s| s.keyid != keyid);
@@ -245,7 +304,7 @@ impl Envelope {
             sig: Some(sig),
             extra: Map::new(),
         });
-        Ok(self.signatures.last().expect("just pushed"))
+        self.signatures.last().expect("just pushed")
     }
 
     /// Checks the signature `key` made, the way the reference picks it:
@@ -315,18 +374,29 @@ impl Envelope {
         Value::Array(sigs.collect())
     }
 
+    /// A Metablock file, with `signed` already rendered (at depth 1) if given.
+    fn metablock_file_bytes(&self, signed: Option<&str>) -> Vec<u8> {
+        let style = PyStyle::Indent1;
+        let mut out = String::with_capacity(signed.map_or(0, str::len) + 1024);
+        let mut doc = PyContainer::object(&mut out, style, 0);
+        write_py(
+            &self.signature_values(|b| hex::encode(b)),
+            style,
+            1,
+            doc.key("signatures"),
+        );
+        match signed {
+            Some(s) => doc.key("signed").push_str(s),
+            None => self.payload.write_py(style, 1, doc.key("signed")),
+        }
+        doc.end();
+        out.into_bytes()
+    }
+
     /// The file as the reference writes it (no trailing newline).
     pub fn to_file_bytes(&self) -> Vec<u8> {
         match self.kind {
-            EnvelopeKind::Metablock => {
-                let mut doc = Map::new();
-                doc.insert(
-                    "signatures".into(),
-                    self.signature_values(|b| hex::encode(b)),
-                );
-                doc.insert("signed".into(), self.payload.to_value());
-                to_python_json(&Value::Object(doc), PyStyle::Indent1).into_bytes()
-            }
+            EnvelopeKind::Metablock => self.metablock_file_bytes(None),
             EnvelopeKind::Dsse => {
                 use base64::engine::general_purpose::STANDARD;
                 let doc = json!({

@@ -3,9 +3,91 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 
 use super::{err, is_hex, Fields, FormatError, Problem};
+use crate::json::{write_py_object, write_py_str, PyContainer, PyStyle};
 
-/// Hash algorithm name → lowercase hex digest.
-pub type HashDict = BTreeMap<String, String>;
+/// Hash algorithm name → lowercase hex digest, in name order.
+///
+/// Almost every dict holds one entry (`sha256`), and links list tens of
+/// thousands of them, so this is a sorted vector rather than a tree: one small
+/// allocation per artifact instead of a 0.5 KiB B-tree node.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
+pub struct HashDict(Vec<(String, String)>);
+
+impl HashDict {
+    pub fn new() -> HashDict {
+        HashDict(Vec::new())
+    }
+    /// Sets `alg` to `digest`, returning the digest it replaces.
+    pub fn insert(&mut self, alg: String, digest: String) -> Option<String> {
+        match self.0.binary_search_by(|(a, _)| a.as_str().cmp(&alg)) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, digest)),
+            Err(i) => {
+                if self.0.capacity() == 0 {
+                    self.0.reserve_exact(1);
+                }
+                self.0.insert(i, (alg, digest));
+                None
+            }
+        }
+    }
+    pub fn get(&self, alg: &str) -> Option<&String> {
+        self.0
+            .binary_search_by(|(a, _)| a.as_str().cmp(alg))
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+    pub fn contains_key(&self, alg: &str) -> bool {
+        self.get(alg).is_some()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// (algorithm, digest) in algorithm order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter().map(|(a, d)| (a, d))
+    }
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(a, _)| a)
+    }
+}
+
+impl std::ops::Index<&str> for HashDict {
+    type Output = String;
+    fn index(&self, alg: &str) -> &String {
+        self.get(alg)
+            .unwrap_or_else(|| panic!("no {alg:?} hash in this dict"))
+    }
+}
+
+impl FromIterator<(String, String)> for HashDict {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> HashDict {
+        let mut d = HashDict::new();
+        for (a, h) in iter {
+            d.insert(a, h);
+        }
+        d
+    }
+}
+
+impl<'a> IntoIterator for &'a HashDict {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (String, String)>,
+        fn(&'a (String, String)) -> (&'a String, &'a String),
+    >;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(a, d)| (a, d))
+    }
+}
+
+impl serde::Serialize for HashDict {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
 /// Artifact path → its hashes.
 pub type ArtifactMap = BTreeMap<String, HashDict>;
 
@@ -81,6 +163,36 @@ impl Link {
         artifacts(&self.products, &mut out);
         out.push(b'}');
         Ok(out)
+    }
+
+    /// [`Link::to_value`] as Python's `json.dumps(..., sort_keys=True)`
+    /// writes it at nesting `depth`, without building the value tree.
+    pub fn write_py(&self, style: PyStyle, depth: usize, out: &mut String) {
+        let artifacts = |m: &ArtifactMap, out: &mut String| {
+            let mut c = PyContainer::object(out, style, depth + 1);
+            for (path, hashes) in m {
+                let mut h = PyContainer::object(c.key(path), style, depth + 2);
+                for (alg, digest) in hashes {
+                    write_py_str(digest, h.key(alg));
+                }
+                h.end();
+            }
+            c.end();
+        };
+        out.reserve(200 + (self.materials.len() + self.products.len()) * 120);
+        let mut c = PyContainer::object(out, style, depth);
+        write_py_str("link", c.key("_type"));
+        write_py_object(&self.byproducts, style, depth + 1, c.key("byproducts"));
+        let mut cmd = PyContainer::array(c.key("command"), style, depth + 1);
+        for word in &self.command {
+            write_py_str(word, cmd.item());
+        }
+        cmd.end();
+        write_py_object(&self.environment, style, depth + 1, c.key("environment"));
+        artifacts(&self.materials, c.key("materials"));
+        write_py_str(&self.name, c.key("name"));
+        artifacts(&self.products, c.key("products"));
+        c.end();
     }
 
     /// The dict the reference signs (`attr.asdict(link)`).

@@ -7,6 +7,7 @@
 //! covers exactly what the reference would sign.
 
 mod envelope;
+mod fast;
 mod layout;
 mod link;
 mod rule;

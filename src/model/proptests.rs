@@ -23,7 +23,8 @@ fn artifacts() -> impl Strategy<Value = ArtifactMap> {
             prop_oneof!["sha256", "sha512"].prop_map(String::from),
             hexs(),
             1..3,
-        ),
+        )
+        .prop_map(|m| m.into_iter().collect()),
         0..6,
     )
 }

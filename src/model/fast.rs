@@ -1,0 +1,304 @@
+//! A fast path for the one large kind of metadata: links. They can list tens
+//! of thousands of artifacts, and going bytes → `Value` tree → [`Link`]
+//! builds and frees a tree several times the size of the file.
+//!
+//! Here a link is deserialised straight into its typed fields. The path is
+//! deliberately narrow: it accepts only a well-formed link with exactly the
+//! fields in-toto writes, and gives up (`None`) on anything else — a
+//! duplicate key, an unknown field, a wrong type, a non-hex digest, a
+//! document over the size cap. The caller then parses the same bytes the
+//! general way, which either accepts it or says precisely what is wrong. So
+//! this path never decides a refusal, and whatever it accepts the general
+//! path accepts too, with the same result (tested below and by the
+//! model's property tests).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+use super::is_hex;
+use super::link::{ArtifactMap, HashDict, Link};
+use crate::json::{JsonLimits, StrictSeed};
+
+/// Levels the typed part takes (document, `signed`, the opaque field); the
+/// opaque fields get what is left of the cap, minus one to spare.
+const TYPED_LEVELS: usize = 4;
+
+/// A Metablock whose payload is a link: the link and the raw `signatures`.
+pub(super) fn metablock_link(bytes: &[u8], limits: JsonLimits) -> Option<(Link, Value)> {
+    let depth = limits.max_depth.checked_sub(TYPED_LEVELS)?;
+    let (link, sigs) = parse(bytes, limits, MetablockSeed { depth })?;
+    Some((link?, sigs?))
+}
+
+/// A bare link document (a DSSE payload).
+pub(super) fn link(bytes: &[u8], limits: JsonLimits) -> Option<Link> {
+    let depth = limits.max_depth.checked_sub(TYPED_LEVELS)?;
+    parse(bytes, limits, LinkSeed { depth })
+}
+
+fn parse<T, S>(bytes: &[u8], limits: JsonLimits, seed: S) -> Option<T>
+where
+    S: for<'de> DeserializeSeed<'de, Value = T>,
+{
+    if bytes.len() > limits.max_bytes {
+        return None;
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let v = seed.deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(v)
+}
+
+fn give_up<E: de::Error>(why: &str) -> E {
+    E::custom(format_args!("not on the fast path: {why}"))
+}
+
+/// `{"signatures": [...], "signed": {link}}`, each exactly once.
+struct MetablockSeed {
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for MetablockSeed {
+    type Value = (Option<Link>, Option<Value>);
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MetablockSeed {
+    type Value = (Option<Link>, Option<Value>);
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a Metablock")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut link, mut sigs) = (None, None);
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "signed" if link.is_none() => {
+                    link = Some(map.next_value_seed(LinkSeed { depth: self.depth })?)
+                }
+                "signatures" if sigs.is_none() => {
+                    sigs = Some(map.next_value_seed(StrictSeed::new(self.depth))?)
+                }
+                _ => return Err(give_up("field")),
+            }
+        }
+        Ok((link, sigs))
+    }
+}
+
+/// The link object with all seven fields in-toto writes, nothing else.
+struct LinkSeed {
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for LinkSeed {
+    type Value = Link;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Link, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LinkSeed {
+    type Value = Link;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a link")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Link, A::Error> {
+        let mut link = Link::default();
+        let mut seen = [false; 7];
+        while let Some(key) = map.next_key::<String>()? {
+            let i = match key.as_str() {
+                "_type" => 0,
+                "name" => 1,
+                "command" => 2,
+                "materials" => 3,
+                "products" => 4,
+                "byproducts" => 5,
+                "environment" => 6,
+                _ => return Err(give_up("field")),
+            };
+            if std::mem::replace(&mut seen[i], true) {
+                return Err(give_up("duplicate field"));
+            }
+            match i {
+                0 => {
+                    if map.next_value::<String>()? != "link" {
+                        return Err(give_up("not a link"));
+                    }
+                }
+                1 => link.name = map.next_value()?,
+                2 => link.command = map.next_value()?,
+                3 => link.materials = map.next_value_seed(ArtifactsSeed)?,
+                4 => link.products = map.next_value_seed(ArtifactsSeed)?,
+                _ => {
+                    let Value::Object(m) = map.next_value_seed(StrictSeed::new(self.depth))? else {
+                        return Err(give_up("opaque field is not an object"));
+                    };
+                    if i == 5 {
+                        link.byproducts = m;
+                    } else {
+                        link.environment = m;
+                    }
+                }
+            }
+        }
+        if seen.contains(&false) {
+            return Err(give_up("missing field"));
+        }
+        Ok(link)
+    }
+}
+
+/// `{path: {alg: hex}}`, no path twice.
+struct ArtifactsSeed;
+
+impl<'de> DeserializeSeed<'de> for ArtifactsSeed {
+    type Value = ArtifactMap;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<ArtifactMap, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ArtifactsSeed {
+    type Value = ArtifactMap;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("artifacts")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ArtifactMap, A::Error> {
+        let mut all: Vec<(String, HashDict)> = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        while let Some(path) = map.next_key::<String>()? {
+            let hashes = map.next_value_seed(HashesSeed)?;
+            all.push((path, hashes));
+        }
+        // Files list them sorted; sort anyway, then any duplicate is adjacent.
+        if !all.is_sorted_by(|a, b| a.0 < b.0) {
+            all.sort_by(|a, b| a.0.cmp(&b.0));
+            if all.windows(2).any(|w| w[0].0 == w[1].0) {
+                return Err(give_up("duplicate artifact"));
+            }
+        }
+        Ok(BTreeMap::from_iter(all))
+    }
+}
+
+/// `{alg: hex}`, no algorithm twice, every digest a hex string.
+struct HashesSeed;
+
+impl<'de> DeserializeSeed<'de> for HashesSeed {
+    type Value = HashDict;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<HashDict, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for HashesSeed {
+    type Value = HashDict;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("hashes")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<HashDict, A::Error> {
+        let mut out = HashDict::new();
+        while let Some(alg) = map.next_key::<String>()? {
+            let digest: String = map.next_value()?;
+            if !is_hex(&digest) {
+                return Err(give_up("digest is not hex"));
+            }
+            if out.insert(alg, digest).is_some() {
+                return Err(give_up("duplicate algorithm"));
+            }
+        }
+        Ok(out)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<HashDict, A::Error> {
+        Err(give_up("hashes are a list"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Envelope;
+
+    fn slow(bytes: &[u8]) -> Result<Envelope, crate::model::FormatError> {
+        Envelope::parse_general(bytes, JsonLimits::default())
+    }
+
+    /// Every link in the repository's test data: where the fast path takes
+    /// it, the result equals the general path's.
+    #[test]
+    fn fast_path_agrees_with_the_general_path_on_testdata() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let mut taken = 0;
+        for entry in walkdir::WalkDir::new(&root) {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !entry.file_type().is_file() || !name.contains(".link") {
+                continue;
+            }
+            let bytes = std::fs::read(entry.path()).unwrap();
+            // As `Envelope::parse` takes it: typed link, then signatures.
+            let fast = metablock_link(&bytes, JsonLimits::default()).and_then(|(link, sigs)| {
+                Envelope::metablock(crate::model::Payload::Link(link), Some(&sigs)).ok()
+            });
+            if let Some(fast) = fast {
+                taken += 1;
+                let general = slow(&bytes).unwrap_or_else(|e| {
+                    panic!(
+                        "{}: fast path took it, general refused: {e}",
+                        entry.path().display()
+                    )
+                });
+                let at = entry.path().display();
+                assert_eq!(general.payload(), fast.payload(), "{at}");
+                assert_eq!(general.signatures(), fast.signatures(), "{at}");
+                assert_eq!(general.signed_bytes(), fast.signed_bytes(), "{at}");
+            }
+        }
+        assert!(taken > 5, "only {taken} links took the fast path");
+    }
+
+    #[test]
+    fn anything_unusual_leaves_the_fast_path() {
+        let ok = r#"{"signatures": [], "signed": {"_type": "link", "byproducts": {}, "command": [], "environment": {}, "materials": {"a": {"sha256": "ab"}}, "name": "s", "products": {}}}"#;
+        assert!(metablock_link(ok.as_bytes(), JsonLimits::default()).is_some());
+        for (from, to) in [
+            (
+                r#""a": {"sha256": "ab"}"#,
+                r#""a": {"sha256": "ab"}, "a": {"sha256": "ab"}"#,
+            ),
+            (
+                r#""a": {"sha256": "ab"}"#,
+                r#""a": {"sha256": "ab", "sha256": "cd"}"#,
+            ),
+            (r#""a": {"sha256": "ab"}"#, r#""a": {"sha256": "xy"}"#),
+            (r#""a": {"sha256": "ab"}"#, r#""a": {"sha256": ""}"#),
+            (r#""a": {"sha256": "ab"}"#, r#""a": {"sha256": 12}"#),
+            (r#""a": {"sha256": "ab"}"#, r#""a": ["ab"]"#),
+            (r#""_type": "link""#, r#""_type": "layout""#),
+            (r#""name": "s""#, r#""name": "s", "extra": 1"#),
+            (r#""name": "s", "#, ""),
+            (r#""command": []"#, r#""command": [1]"#),
+            (r#""byproducts": {}"#, r#""byproducts": []"#),
+            (
+                r#""signatures": [], "#,
+                r#""signatures": [], "signatures": [], "#,
+            ),
+        ] {
+            let bad = ok.replace(from, to);
+            assert_ne!(bad, ok);
+            assert!(
+                metablock_link(bad.as_bytes(), JsonLimits::default()).is_none(),
+                "{bad}"
+            );
+        }
+        let tight = JsonLimits {
+            max_bytes: 10,
+            ..JsonLimits::default()
+        };
+        assert!(metablock_link(ok.as_bytes(), tight).is_none());
+    }
+}
