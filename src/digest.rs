@@ -190,15 +190,16 @@ impl StatKey {
 
 /// Hashes from an earlier snapshot, reusable for files that provably did not
 /// change since (used for an inspection's "after" snapshot: its command
-/// usually leaves most of a large tree alone). Keyed by artifact name, so
-/// both snapshots must be recorded with the same options.
+/// usually leaves most of a large tree alone). Keyed by file identity
+/// (device, inode): content that did not change has the same hash under
+/// any name.
 #[derive(Debug, Default)]
 pub struct StatCache {
     /// Files whose ctime is at or after this (seconds since the epoch) are
     /// never trusted: timestamps are coarse, so a write right after our
     /// stat could keep the same ctime.
     trusted_before: i64,
-    entries: Mutex<HashMap<String, (StatKey, HashDict)>>,
+    entries: Mutex<HashMap<(u64, u64), (StatKey, HashDict)>>,
 }
 
 impl StatCache {
@@ -216,21 +217,20 @@ impl StatCache {
     fn trusted(&self, k: &StatKey) -> bool {
         k.ctime.0 < self.trusted_before
     }
-    fn lookup(&self, key: &str, st: &FileStat) -> Option<HashDict> {
+}
+
+/// A [`StatCache`] being read by one walk (locked once, not per file).
+struct Reuse<'a> {
+    cache: &'a StatCache,
+    entries: &'a HashMap<(u64, u64), (StatKey, HashDict)>,
+}
+
+impl Reuse<'_> {
+    fn lookup(&self, st: &FileStat) -> Option<HashDict> {
         let k = StatKey::of(st);
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        match entries.get(key) {
-            Some((old, h)) if *old == k && self.trusted(&k) => Some(h.clone()),
+        match self.entries.get(&(k.dev, k.ino)) {
+            Some((old, h)) if *old == k && self.cache.trusted(&k) => Some(h.clone()),
             _ => None,
-        }
-    }
-    fn remember(&self, key: &str, st: &FileStat, h: &HashDict) {
-        let k = StatKey::of(st);
-        if self.trusted(&k) {
-            self.entries
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key.to_owned(), (k, h.clone()));
         }
     }
 }
@@ -263,13 +263,17 @@ pub fn record_cached(
     };
     let ex = Excluder::new(&excludes)?;
     let base = opts.base_path.clone().unwrap_or_default();
+    let reuse_guard = reuse.map(|c| (c, c.entries.lock().unwrap_or_else(|e| e.into_inner())));
     let walk = Walk {
         opts,
         ex,
-        reuse,
-        remember,
+        reuse: reuse_guard
+            .as_ref()
+            .map(|(cache, entries)| Reuse { cache, entries }),
+        remember: remember.is_some(),
         seen: Mutex::new(HashSet::new()),
         out: Mutex::new(Vec::new()),
+        stats: Mutex::new(Vec::new()),
         failed: Mutex::new(None),
         stop: AtomicBool::new(false),
     };
@@ -305,9 +309,11 @@ pub fn record_cached(
                 let Some(key) = walk.key(prefix, &path) else {
                     continue;
                 };
-                let hashed = File::open(&on_disk).and_then(|mut f| walk.hash_open(&key, &mut f));
+                let mut stats = Vec::new();
+                let hashed =
+                    File::open(&on_disk).and_then(|mut f| walk.hash_open(&mut f, &mut stats));
                 match hashed {
-                    Ok(h) => walk.push(vec![(key, h)]),
+                    Ok(h) => walk.push(vec![(key, h)], stats),
                     Err(source) => walk.fail(DigestError::Io {
                         path: on_disk,
                         source,
@@ -337,10 +343,24 @@ pub fn record_cached(
             }
         }
     });
-    if let Some(e) = walk.failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+    let Walk {
+        failed, out, stats, ..
+    } = walk;
+    // Unlocks `reuse` (it may be `remember` too).
+    drop(reuse_guard);
+    if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
         return Err(e);
     }
-    let hashed = walk.out.into_inner().unwrap_or_else(|e| e.into_inner());
+    if let Some(cache) = remember {
+        let stats = stats.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut entries = cache.entries.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, h) in stats {
+            if cache.trusted(&k) {
+                entries.insert((k.dev, k.ino), (k, h));
+            }
+        }
+    }
+    let hashed = out.into_inner().unwrap_or_else(|e| e.into_inner());
     Ok((hashed.into_iter().collect::<BTreeMap<_, _>>(), notes))
 }
 
@@ -371,11 +391,13 @@ impl DirNode {
 struct Walk<'a> {
     opts: &'a RecordOptions,
     ex: Excluder,
-    reuse: Option<&'a StatCache>,
-    remember: Option<&'a StatCache>,
+    reuse: Option<Reuse<'a>>,
+    /// Collect each hashed file's identity into `stats`.
+    remember: bool,
     /// Names after `--lstrip-paths`, to refuse collisions.
     seen: Mutex<HashSet<String>>,
     out: Mutex<Vec<(String, HashDict)>>,
+    stats: Mutex<Vec<(StatKey, HashDict)>>,
     failed: Mutex<Option<DigestError>>,
     stop: AtomicBool,
 }
@@ -397,11 +419,17 @@ impl Walk<'_> {
         }
     }
 
-    fn push(&self, hashed: Vec<(String, HashDict)>) {
+    fn push(&self, hashed: Vec<(String, HashDict)>, stats: Vec<(StatKey, HashDict)>) {
         self.out
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend(hashed);
+        if !stats.is_empty() {
+            self.stats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(stats);
+        }
     }
 
     /// The artifact name for the normalised `path`: `--lstrip-paths`
@@ -514,19 +542,20 @@ impl Walk<'_> {
         }
         let hash_some = |chunk: &[(String, CString)]| -> Result<(), DigestError> {
             let mut done = Vec::with_capacity(chunk.len());
+            let mut stats = Vec::new();
             for (key, name) in chunk {
                 if self.stopped() {
                     return Ok(());
                 }
-                let h = self
-                    .hash_at(&dir.fd, key, name)
-                    .map_err(|source| DigestError::Io {
-                        path: dir.disk.join(OsStr::from_bytes(name.as_bytes())),
-                        source,
-                    })?;
+                let h =
+                    self.hash_at(&dir.fd, name, &mut stats)
+                        .map_err(|source| DigestError::Io {
+                            path: dir.disk.join(OsStr::from_bytes(name.as_bytes())),
+                            source,
+                        })?;
                 done.push((key.clone(), h));
             }
-            self.push(done);
+            self.push(done, stats);
             Ok(())
         };
         if files.len() > FILES_PER_TASK {
@@ -536,24 +565,33 @@ impl Walk<'_> {
         }
     }
 
-    fn hash_at(&self, dir: &OwnedFd, key: &str, name: &CStr) -> io::Result<HashDict> {
-        if let Some(cache) = self.reuse {
+    fn hash_at(
+        &self,
+        dir: &OwnedFd,
+        name: &CStr,
+        stats: &mut Vec<(StatKey, HashDict)>,
+    ) -> io::Result<HashDict> {
+        if let Some(reuse) = &self.reuse {
             if let Ok(st) = fstatat(dir, name, AtFlags::empty()) {
-                if let Some(h) = cache.lookup(key, &st) {
+                if let Some(h) = reuse.lookup(&st) {
                     return Ok(h);
                 }
             }
         }
         let fd = nix::fcntl::openat(dir, name, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())?;
-        self.hash_open(key, &mut File::from(fd))
+        self.hash_open(&mut File::from(fd), stats)
     }
 
-    /// Hashes an open file, remembering it in the stat cache if asked.
-    fn hash_open(&self, key: &str, f: &mut File) -> io::Result<HashDict> {
+    /// Hashes an open file, noting its identity if the walk remembers.
+    fn hash_open(
+        &self,
+        f: &mut File,
+        stats: &mut Vec<(StatKey, HashDict)>,
+    ) -> io::Result<HashDict> {
         let h = hash_reader(f, &self.opts.algorithms, self.opts.normalize_line_endings)?;
-        if let Some(cache) = self.remember {
+        if self.remember {
             if let Ok(st) = nix::sys::stat::fstat(&*f) {
-                cache.remember(key, &st, &h);
+                stats.push((StatKey::of(&st), h.clone()));
             }
         }
         Ok(h)

@@ -15,7 +15,21 @@ enum Tok {
 
 /// A compiled pattern.
 #[derive(Debug, Clone)]
-pub struct Pattern(Vec<Tok>);
+pub struct Pattern {
+    toks: Vec<Tok>,
+    shape: Shape,
+}
+
+/// Common patterns matched without the general matcher (rules run over tens
+/// of thousands of artifacts): `*`, a literal, `lit*`, `*lit`.
+#[derive(Debug, Clone)]
+enum Shape {
+    Everything,
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    General,
+}
 
 impl Pattern {
     pub fn new(pat: &str) -> Pattern {
@@ -73,14 +87,39 @@ impl Pattern {
                 c => toks.push(Tok::Lit(c)),
             }
         }
-        Pattern(toks)
+        let lit = |t: &[Tok]| -> Option<String> {
+            t.iter()
+                .map(|t| match t {
+                    Tok::Lit(c) => Some(*c),
+                    _ => None,
+                })
+                .collect()
+        };
+        let shape = match toks.as_slice() {
+            [Tok::Star] => Shape::Everything,
+            [rest @ .., Tok::Star] if lit(rest).is_some() => {
+                Shape::Prefix(lit(rest).unwrap_or_default())
+            }
+            [Tok::Star, rest @ ..] if lit(rest).is_some() => {
+                Shape::Suffix(lit(rest).unwrap_or_default())
+            }
+            all => lit(all).map_or(Shape::General, Shape::Exact),
+        };
+        Pattern { toks, shape }
     }
 
     pub fn matches(&self, s: &str) -> bool {
+        match &self.shape {
+            Shape::Everything => return true,
+            Shape::Exact(l) => return s == l,
+            Shape::Prefix(l) => return s.starts_with(l.as_str()),
+            Shape::Suffix(l) => return s.ends_with(l.as_str()),
+            Shape::General => {}
+        }
         let s: Vec<char> = s.chars().collect();
         // Iterative wildcard matching with single-star backtracking (linear
         // in practice, no exponential blow-up on hostile patterns).
-        let t = &self.0;
+        let t = &self.toks;
         let (mut ti, mut si) = (0usize, 0usize);
         let mut star: Option<(usize, usize)> = None;
         while si < s.len() {
@@ -148,5 +187,23 @@ mod tests {
         assert!(fnmatch("aXbXc", "*b*c"));
         assert!(!fnmatch("aaaa", "*a*b"));
         assert!(fnmatch("line\nbreak", "line*"));
+    }
+
+    #[test]
+    fn shortcuts_agree_with_the_general_matcher() {
+        let names = [
+            "", "a", "ab", "a/b", "src/x.c", "x.c", "é", "*", "[x", "src/", "c.src",
+        ];
+        let pats = [
+            "*", "a", "a*", "*b", "src/*", "*.c", "é*", "**", "[x", "*[x", "", "src*",
+        ];
+        for p in pats {
+            let fast = super::Pattern::new(p);
+            let mut general = fast.clone();
+            general.shape = super::Shape::General;
+            for n in names {
+                assert_eq!(fast.matches(n), general.matches(n), "{n:?} vs {p:?}");
+            }
+        }
     }
 }

@@ -319,7 +319,10 @@ fn read_capped(path: &Path, cap: usize) -> Result<Vec<u8>, VerifyError> {
         source,
     };
     let f = std::fs::File::open(path).map_err(io)?;
-    let mut out = Vec::new();
+    // Sized up front: growing by doubling would touch (and zero) twice the
+    // memory on multi-megabyte links.
+    let size = f.metadata().map(|m| m.len()).unwrap_or(0).min(cap as u64) as usize;
+    let mut out = Vec::with_capacity(size + 1);
     f.take(cap as u64 + 1).read_to_end(&mut out).map_err(io)?;
     Ok(out)
 }
@@ -585,12 +588,31 @@ fn verify_chain(
         std::thread::spawn(move || snapshot_before(&dir))
     });
     cx.links.prefetch(&wanted);
+    // Key ids by file: two key ids sharing an 8-character prefix share one.
+    let mut keyids_of: HashMap<String, Vec<String>> = HashMap::new();
+    for l in &wanted {
+        keyids_of
+            .entry(l.file_name())
+            .or_default()
+            .push(l.keyid.clone());
+    }
+    let step_of = |name: &str| layout.steps.iter().find(|s| s.name == name);
     wanted.sort_by_key(|l| l.file_name());
     wanted.dedup_by_key(|l| l.file_name());
-    // Read and parse every link file in parallel (large links dominate).
-    let fetched: Vec<(String, String, Result<Option<Envelope>, VerifyError>)> = wanted
+    // Read and parse every link file in parallel (large links dominate),
+    // and check its signatures by every key it may be named after while at
+    // it; only the payload is kept (a link's canonical bytes are as large
+    // as the file).
+    type Checked = Vec<(String, Result<(), SignatureProblem>)>;
+    type Fetched = (
+        String,
+        String,
+        Result<Option<(Payload, Checked)>, VerifyError>,
+    );
+    let fetched: Vec<Fetched> = wanted
         .par_iter()
         .map(|link| {
+            let file = link.file_name();
             let r = cx.links.fetch(link, opts.limits).and_then(|bytes| {
                 bytes
                     .map(|b| {
@@ -601,11 +623,26 @@ fn verify_chain(
                     })
                     .transpose()
             });
-            (link.file_name(), cx.links.describe(link), r)
+            let r = r.map(|env| {
+                env.map(|env| {
+                    let checked: Checked = keyids_of
+                        .get(&file)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|keyid| {
+                            let key = authorising_key(&layout, step_of(&link.step)?, keyid)?;
+                            Some((keyid.to_string(), env.check_signature(key)))
+                        })
+                        .collect();
+                    (env.into_payload(), checked)
+                })
+            });
+            (file, cx.links.describe(link), r)
         })
         .collect();
     let mut missing_at: HashMap<String, String> = HashMap::new();
-    let mut loaded: HashMap<String, Result<Option<Envelope>, VerifyError>> = HashMap::new();
+    let mut loaded: HashMap<String, Result<Option<(Payload, Checked)>, VerifyError>> =
+        HashMap::new();
     for (file, at, r) in fetched {
         if matches!(r, Ok(None)) {
             missing_at.insert(file.clone(), at);
@@ -641,9 +678,9 @@ fn verify_chain(
                 *n -= 1;
                 *n == 0
             };
-            let env: Envelope = if last_use {
+            let (payload, checked_by): (Payload, Checked) = if last_use {
                 match loaded.remove(&file) {
-                    Some(Ok(Some(env))) => env,
+                    Some(Ok(Some(parsed))) => parsed,
                     _ => {
                         // Missing: the threshold check speaks for it.
                         if let Some(at) = missing_at.get(&file) {
@@ -657,7 +694,7 @@ fn verify_chain(
                 }
             } else {
                 match loaded.get(&file) {
-                    Some(Ok(Some(env))) => env.clone(),
+                    Some(Ok(Some(parsed))) => parsed.clone(),
                     _ => continue,
                 }
             };
@@ -670,14 +707,20 @@ fn verify_chain(
                 });
                 continue;
             };
-            if let Err(problem) = env.check_signature(key) {
+            // Checked while parsing, for every key id this file can be
+            // named after (so this key id is there).
+            let checked = checked_by
+                .iter()
+                .find(|(k, _)| k == keyid)
+                .map_or(Err(SignatureProblem::Missing), |(_, r)| *r);
+            if let Err(problem) = checked {
                 ignored.push(IgnoredLink {
                     file,
                     reason: format!("signature by authorised key {}: {problem}", short(keyid)),
                 });
                 continue;
             }
-            let link = match env.into_payload() {
+            let link = match payload {
                 Payload::Link(l) => l,
                 Payload::Layout(sub) => {
                     if key.keyid().as_str() != keyid {

@@ -4,10 +4,11 @@
 //! products); rules run in order, each consumes some artifacts from the
 //! queue; DISALLOW and REQUIRE fail; whatever is left at the end is allowed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use super::fnmatch::Pattern;
-use crate::model::{ArtifactMap, ArtifactRule, DestType, Link, RuleKind};
+use crate::model::{ArtifactMap, ArtifactRule, DestType, HashDict, Link, RuleKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -107,6 +108,10 @@ pub struct MatchMiss {
 /// Applies `rules` to one side of `link`. `links` are the other items'
 /// (reduced) links by name, for MATCH. On success returns, for context, the
 /// MATCH candidates that did not match (for explaining a later DISALLOW).
+///
+/// The queue is this side's artifacts in name order with a flag per entry
+/// (still queued or consumed): rules run over tens of thousands of artifacts,
+/// so nothing is copied or looked up by name that need not be.
 pub fn apply(
     item: &str,
     side: Side,
@@ -118,36 +123,51 @@ pub fn apply(
         Side::Materials => &link.materials,
         Side::Products => &link.products,
     };
-    let mut queue: BTreeSet<&str> = source.keys().map(String::as_str).collect();
+    let entries: Vec<(&str, &HashDict)> = source.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut queued: Vec<bool> = vec![true; entries.len()];
+    let index_of = |name: &str| entries.binary_search_by(|(k, _)| (*k).cmp(name)).ok();
     let mut misses: Vec<MatchMiss> = Vec::new();
     for rule in rules {
-        let filter = |pat: &str, queue: &BTreeSet<&str>| -> Vec<String> {
+        // Indices this rule consumes (applied after it has seen the whole
+        // queue, as the reference removes them after filtering).
+        let mut consumed: Vec<usize> = Vec::new();
+        let matching = |pat: &str, queued: &[bool]| -> Vec<usize> {
             let p = Pattern::new(pat);
-            queue
-                .iter()
-                .filter(|a| p.matches(a))
-                .map(|a| a.to_string())
+            (0..entries.len())
+                .filter(|&i| queued[i] && p.matches(entries[i].0))
                 .collect()
         };
-        let consumed: Vec<String> = match rule.kind() {
-            RuleKind::Allow(p) => filter(p, &queue),
-            RuleKind::Create(p) => filter(p, &queue)
-                .into_iter()
-                .filter(|a| link.products.contains_key(a) && !link.materials.contains_key(a))
-                .collect(),
-            RuleKind::Delete(p) => filter(p, &queue)
-                .into_iter()
-                .filter(|a| link.materials.contains_key(a) && !link.products.contains_key(a))
-                .collect(),
-            RuleKind::Modify(p) => filter(p, &queue)
-                .into_iter()
-                .filter(|a| match (link.materials.get(a), link.products.get(a)) {
-                    (Some(m), Some(p)) => m != p,
-                    _ => false,
-                })
-                .collect(),
+        match rule.kind() {
+            RuleKind::Allow(p) => consumed = matching(p, &queued),
+            RuleKind::Create(p) => {
+                consumed = matching(p, &queued);
+                consumed.retain(|&i| {
+                    let a = entries[i].0;
+                    link.products.contains_key(a) && !link.materials.contains_key(a)
+                });
+            }
+            RuleKind::Delete(p) => {
+                consumed = matching(p, &queued);
+                consumed.retain(|&i| {
+                    let a = entries[i].0;
+                    link.materials.contains_key(a) && !link.products.contains_key(a)
+                });
+            }
+            RuleKind::Modify(p) => {
+                consumed = matching(p, &queued);
+                consumed.retain(|&i| {
+                    let a = entries[i].0;
+                    match (link.materials.get(a), link.products.get(a)) {
+                        (Some(m), Some(p)) => m != p,
+                        _ => false,
+                    }
+                });
+            }
             RuleKind::Disallow(p) => {
-                let hit = filter(p, &queue);
+                let hit: Vec<String> = matching(p, &queued)
+                    .into_iter()
+                    .map(|i| entries[i].0.to_owned())
+                    .collect();
                 if !hit.is_empty() {
                     let misses = misses
                         .iter()
@@ -162,10 +182,9 @@ pub fn apply(
                         misses,
                     });
                 }
-                Vec::new()
             }
             RuleKind::Require(f) => {
-                if !queue.contains(f.as_str()) {
+                if !index_of(f).is_some_and(|i| queued[i]) {
                     return Err(RuleFailure::Required {
                         item: item.into(),
                         field: side.field(),
@@ -173,7 +192,6 @@ pub fn apply(
                         artifact: f.clone(),
                     });
                 }
-                Vec::new()
             }
             RuleKind::Match {
                 pattern,
@@ -189,58 +207,107 @@ pub fn apply(
                     DestType::Materials => &dest_link.materials,
                     DestType::Products => &dest_link.products,
                 };
+                let mut dest = SortedLookup::new(dest);
                 let p = Pattern::new(pattern);
                 let nsp = if source_prefix.is_empty() || source_prefix.ends_with('/') {
                     source_prefix.clone()
                 } else {
                     format!("{source_prefix}/")
                 };
-                let mut out = Vec::new();
-                for a in &queue {
+                for (i, &(a, hashes)) in entries.iter().enumerate() {
+                    if !queued[i] {
+                        continue;
+                    }
                     let Some(rel) = a.strip_prefix(nsp.as_str()) else {
                         continue;
                     };
                     if !p.matches(rel) {
                         continue;
                     }
-                    let src = if source_prefix.is_empty() {
-                        rel.to_owned()
+                    let src: Cow<str> = if source_prefix.is_empty() {
+                        Cow::Borrowed(rel)
                     } else {
-                        join(source_prefix, rel)
+                        Cow::Owned(join(source_prefix, rel))
                     };
-                    let dst = if dest_prefix.is_empty() {
-                        rel.to_owned()
-                    } else {
-                        join(dest_prefix, rel)
-                    };
-                    let Some(ours) = source.get(&src) else {
+                    // `src` is `a` itself unless an absolute `rel` made the
+                    // join jump elsewhere.
+                    let src_at = if src == a { Some(i) } else { index_of(&src) };
+                    let Some(src_at) = src_at else {
                         return Err(RuleFailure::BadMatchPath {
                             item: item.into(),
                             field: side.field(),
                             rule: rule.to_string(),
                             path: a.to_string(),
-                            joined: src,
+                            joined: src.into_owned(),
                         });
                     };
+                    let ours = if src_at == i {
+                        hashes
+                    } else {
+                        entries[src_at].1
+                    };
+                    let dst: Cow<str> = if dest_prefix.is_empty() {
+                        Cow::Borrowed(rel)
+                    } else {
+                        Cow::Owned(join(dest_prefix, rel))
+                    };
                     match dest.get(&dst) {
-                        Some(theirs) if theirs == ours => out.push(src),
+                        Some(theirs) if theirs == ours => consumed.push(src_at),
                         theirs => misses.push(MatchMiss {
                             rule: rule.to_string(),
-                            artifact: src.clone(),
+                            artifact: src.into_owned(),
                             dest: format!("{dest_name}:{dst}"),
                             ours: ours.get("sha256").cloned(),
                             theirs: theirs.and_then(|t| t.get("sha256").cloned()),
                         }),
                     }
                 }
-                out
             }
-        };
-        for c in &consumed {
-            queue.remove(c.as_str());
+        }
+        for i in consumed {
+            queued[i] = false;
         }
     }
     Ok(misses)
+}
+
+/// Lookups in an artifact map that are usually asked in increasing name
+/// order (MATCH walks its queue in order): those walk forward through the
+/// sorted entries; any other order falls back to the map.
+struct SortedLookup<'m> {
+    map: &'m ArtifactMap,
+    items: Vec<(&'m str, &'m HashDict)>,
+    /// Every item before `at` is less than the last name asked.
+    at: usize,
+}
+
+impl<'m> SortedLookup<'m> {
+    fn new(map: &'m ArtifactMap) -> SortedLookup<'m> {
+        SortedLookup {
+            map,
+            items: map.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+            at: 0,
+        }
+    }
+    fn get(&mut self, name: &str) -> Option<&'m HashDict> {
+        if self.at > 0 && self.items[self.at - 1].0 >= name {
+            return self.map.get(name);
+        }
+        // Walk a few steps, then jump by binary search if still behind.
+        let mut steps = 0;
+        while self.at < self.items.len() && self.items[self.at].0 < name {
+            self.at += 1;
+            steps += 1;
+            if steps == 8 {
+                self.at += self.items[self.at..].partition_point(|(k, _)| *k < name);
+                break;
+            }
+        }
+        match self.items.get(self.at) {
+            Some((k, v)) if *k == name => Some(*v),
+            _ => None,
+        }
+    }
 }
 
 /// True when the rule list ends in `DISALLOW *`, i.e. it constrains every artifact.
