@@ -65,6 +65,11 @@ fn write(value: &Value, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
 /// Appends a canonical JSON string.
 pub fn write_str(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
+    if !s.bytes().any(|b| b == b'\\' || b == b'"') {
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     for b in s.bytes() {
         if b == b'\\' || b == b'"' {
             out.push(b'\\');

@@ -150,6 +150,13 @@ impl Excluder {
                 source,
             })
     }
+    /// [`Excluder::excluded`] for an entry of a directory the walk entered:
+    /// that directory and its parents were checked already (an excluded
+    /// one is never entered), so only the entry's own path is matched.
+    fn excluded_child(&self, path: &str, is_dir: bool) -> bool {
+        let rel = path.trim_start_matches('/');
+        !rel.is_empty() && self.0.matched(rel, is_dir).is_ignore()
+    }
     fn excluded(&self, path: &str, is_dir: bool) -> bool {
         let rel = path.trim_start_matches('/');
         if rel.is_empty() {
@@ -360,7 +367,14 @@ pub fn record_cached(
             }
         }
     }
-    let hashed = out.into_inner().unwrap_or_else(|e| e.into_inner());
+    // One allocation of the exact size, then sorted and built into the map
+    // (chunks arrive in no particular order).
+    let chunks = out.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut hashed = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
+    for c in chunks {
+        hashed.extend(c);
+    }
+    hashed.par_sort_unstable_by(|a: &(String, HashDict), b| a.0.cmp(&b.0));
     Ok((hashed.into_iter().collect::<BTreeMap<_, _>>(), notes))
 }
 
@@ -396,7 +410,8 @@ struct Walk<'a> {
     remember: bool,
     /// Names after `--lstrip-paths`, to refuse collisions.
     seen: Mutex<HashSet<String>>,
-    out: Mutex<Vec<(String, HashDict)>>,
+    /// Hashed files, one vector per directory chunk.
+    out: Mutex<Vec<Vec<(String, HashDict)>>>,
     stats: Mutex<Vec<(StatKey, HashDict)>>,
     failed: Mutex<Option<DigestError>>,
     stop: AtomicBool,
@@ -423,7 +438,7 @@ impl Walk<'_> {
         self.out
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .extend(hashed);
+            .push(hashed);
         if !stats.is_empty() {
             self.stats
                 .lock()
@@ -453,6 +468,16 @@ impl Walk<'_> {
             return None;
         }
         Some(format!("{prefix}{stripped}"))
+    }
+
+    /// [`Walk::key`] taking an owned path: reused as is in the common case
+    /// (no prefix, nothing to strip).
+    fn key_owned(&self, prefix: &str, path: String) -> Option<String> {
+        if prefix.is_empty() && self.opts.lstrip_paths.is_empty() {
+            Some(path)
+        } else {
+            self.key(prefix, &path)
+        }
     }
 
     fn dir<'s>(&'s self, scope: &rayon::Scope<'s>, prefix: &'s str, dir: Arc<DirNode>) {
@@ -513,7 +538,7 @@ impl Walk<'_> {
                 _ => (false, false, false),
             };
             if is_dir {
-                if self.ex.excluded(&key, true) {
+                if self.ex.excluded_child(&key, true) {
                     continue;
                 }
                 let fd = match open_dir(Some(&dir.fd), bytes, via_link) {
@@ -532,10 +557,10 @@ impl Walk<'_> {
                 scope.spawn(move |s| self.dir(s, prefix, child));
                 continue;
             }
-            if !is_file || self.ex.excluded(&key, false) {
+            if !is_file || self.ex.excluded_child(&key, false) {
                 continue;
             }
-            let Some(key) = self.key(prefix, &key) else {
+            let Some(key) = self.key_owned(prefix, key) else {
                 return Ok(());
             };
             files.push((key, name));

@@ -142,8 +142,7 @@ impl Link {
             }
             out.push(b'}');
         };
-        let size: usize = self.materials.len() + self.products.len();
-        let mut out = Vec::with_capacity(256 + size * 100);
+        let mut out = Vec::with_capacity(1024 + self.artifact_text_len(4));
         out.extend_from_slice(b"{\"_type\":\"link\",\"byproducts\":");
         encode_into(&Value::Object(self.byproducts.clone()), &mut out)?;
         out.extend_from_slice(b",\"command\":[");
@@ -179,7 +178,7 @@ impl Link {
             }
             c.end();
         };
-        out.reserve(200 + (self.materials.len() + self.products.len()) * 120);
+        out.reserve(1024 + self.artifact_text_len(16 + 4 * depth));
         let mut c = PyContainer::object(out, style, depth);
         write_py_str("link", c.key("_type"));
         write_py_object(&self.byproducts, style, depth + 1, c.key("byproducts"));
@@ -193,6 +192,25 @@ impl Link {
         write_py_str(&self.name, c.key("name"));
         artifacts(&self.products, c.key("products"));
         c.end();
+    }
+
+    /// About how many bytes the artifact maps take as JSON text, with `extra`
+    /// bytes of quotes, separators and indentation per entry (sizes output
+    /// buffers once: growing a multi-megabyte buffer by doubling costs more
+    /// than the writing).
+    fn artifact_text_len(&self, extra: usize) -> usize {
+        self.materials
+            .iter()
+            .chain(&self.products)
+            .map(|(path, hashes)| {
+                path.len()
+                    + extra
+                    + hashes
+                        .iter()
+                        .map(|(a, d)| a.len() + d.len() + extra)
+                        .sum::<usize>()
+            })
+            .sum()
     }
 
     /// The dict the reference signs (`attr.asdict(link)`).
