@@ -417,8 +417,8 @@ struct Walk<'a> {
     stop: AtomicBool,
 }
 
-/// Directories with more files than this hash them in parallel chunks.
-const FILES_PER_TASK: usize = 64;
+/// The most files one hashing task takes from a directory.
+const MAX_FILES_PER_TASK: usize = 64;
 
 impl Walk<'_> {
     fn stopped(&self) -> bool {
@@ -565,7 +565,7 @@ impl Walk<'_> {
             };
             files.push((key, name));
         }
-        let hash_some = |chunk: &[(String, CString)]| -> Result<(), DigestError> {
+        let hash_some = |chunk: &mut [(String, CString)]| -> Result<(), DigestError> {
             let mut done = Vec::with_capacity(chunk.len());
             let mut stats = Vec::new();
             for (key, name) in chunk {
@@ -578,16 +578,16 @@ impl Walk<'_> {
                             path: dir.disk.join(OsStr::from_bytes(name.as_bytes())),
                             source,
                         })?;
-                done.push((key.clone(), h));
+                done.push((std::mem::take(key), h));
             }
             self.push(done, stats);
             Ok(())
         };
-        if files.len() > FILES_PER_TASK {
-            files.par_chunks(FILES_PER_TASK).try_for_each(hash_some)
-        } else {
-            hash_some(&files)
-        }
+        // Enough tasks to keep every thread busy (a directory of a few large
+        // files hashes them one per task), few enough to be cheap.
+        let per_task =
+            (files.len() / (4 * rayon::current_num_threads())).clamp(1, MAX_FILES_PER_TASK);
+        files.par_chunks_mut(per_task).try_for_each(hash_some)
     }
 
     fn hash_at(
@@ -678,7 +678,9 @@ fn read_dir_fd(fd: &OwnedFd) -> Result<Vec<(CString, Option<Type>)>, Errno> {
     Ok(out)
 }
 
-const CHUNK: usize = 1 << 20;
+/// Read size: large enough that system calls do not show on big files, small
+/// enough that a thread's buffer is cheap to fault in (most files are small).
+const CHUNK: usize = 1 << 17;
 
 /// Streams one file through every requested hash.
 pub fn hash_file(path: &Path, algs: &[HashAlg], normalize_eol: bool) -> io::Result<HashDict> {
