@@ -547,6 +547,12 @@ impl Walk<'_> {
                     Err(e) => return Err(io(bytes, e)),
                 };
                 let st = nix::sys::stat::fstat(&fd).map_err(|e| io(bytes, e))?;
+                // Through a followed link, a real directory can be an
+                // ancestor again (`a/b/up -> ..`, walked as `ab/up/b`).
+                if self.opts.follow_symlink_dirs && dir.is_ancestor_or_self((st.st_dev, st.st_ino))
+                {
+                    continue;
+                }
                 let child = Arc::new(DirNode {
                     fd,
                     key,
@@ -809,6 +815,64 @@ mod tests {
         };
         record_cached(&[".".into()], &opts, None, Some(&strict)).unwrap();
         assert!(strict.entries.lock().unwrap().is_empty());
+    }
+
+    /// The parallel walk against one file at a time: many files in one
+    /// directory (split into tasks), a few in another, nested directories.
+    #[test]
+    fn parallel_walk_equals_hashing_each_file() {
+        let d = tempfile::tempdir().unwrap();
+        let mut expected = BTreeMap::new();
+        for (dir, n) in [("many", 300), ("few", 3), ("few/deeper/still", 2)] {
+            std::fs::create_dir_all(d.path().join(dir)).unwrap();
+            for i in 0..n {
+                let rel = format!("{dir}/f{i}");
+                let body = format!("{rel} {}", "x".repeat(i * 37));
+                std::fs::write(d.path().join(&rel), &body).unwrap();
+                expected.insert(rel, hex::encode(Sha256::digest(body.as_bytes())));
+            }
+        }
+        let opts = RecordOptions {
+            base_path: Some(d.path().to_path_buf()),
+            ..Default::default()
+        };
+        let (m, _) = record(&[".".into()], &opts).unwrap();
+        let got: BTreeMap<String, String> = m
+            .iter()
+            .map(|(k, h)| (k.clone(), h["sha256"].clone()))
+            .collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn symlink_loops_are_skipped_and_linked_dirs_followed() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a/b")).unwrap();
+        std::fs::write(d.path().join("a/b/f"), b"f").unwrap();
+        std::os::unix::fs::symlink("..", d.path().join("a/b/up")).unwrap();
+        std::os::unix::fs::symlink("a/b", d.path().join("ab")).unwrap();
+        let opts = RecordOptions {
+            base_path: Some(d.path().to_path_buf()),
+            ..Default::default()
+        };
+        let (m, _) = record(&[".".into()], &opts).unwrap();
+        assert_eq!(m.keys().collect::<Vec<_>>(), ["a/b/f", "ab/f"]);
+    }
+
+    #[test]
+    fn a_name_that_is_not_utf8_is_an_error_naming_it() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = tempfile::tempdir().unwrap();
+        let bad = d.path().join(std::ffi::OsStr::from_bytes(b"bad\xff"));
+        std::fs::write(&bad, b"x").unwrap();
+        let opts = RecordOptions {
+            base_path: Some(d.path().to_path_buf()),
+            ..Default::default()
+        };
+        match record(&[".".into()], &opts) {
+            Err(DigestError::NonUtf8(p)) => assert_eq!(p.file_name(), bad.file_name()),
+            other => panic!("expected NonUtf8, got {other:?}"),
+        }
     }
 
     #[test]
