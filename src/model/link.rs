@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 use super::{err, is_hex, Fields, FormatError, Problem};
 use crate::json::{write_py_object, write_py_str, PyContainer, PyStyle};
 
-/// Hash algorithm name → lowercase hex digest, in name order.
+/// Hash algorithm name → hex digest, in name order.
 ///
 /// Almost every dict holds one entry (`sha256`), and links list tens of
 /// thousands of them, so this is a sorted vector rather than a tree: one small
@@ -88,6 +88,7 @@ impl serde::Serialize for HashDict {
         s.collect_map(self.iter())
     }
 }
+
 /// Artifact path → its hashes.
 pub type ArtifactMap = BTreeMap<String, HashDict>;
 
