@@ -58,6 +58,11 @@ pub struct RecordOptions {
     pub normalize_line_endings: bool,
     pub lstrip_paths: Vec<String>,
     pub algorithms: Vec<HashAlg>,
+    /// Refuse symlinks that lead outside the directory being recorded
+    /// (inspection snapshots: an inspection may leave a link to any host
+    /// file, such as `/proc/kmsg`, which blocks, or `/`, which is the whole
+    /// host). The reference follows them, as `run` does by default.
+    pub confine_links: bool,
 }
 
 impl Default for RecordOptions {
@@ -69,6 +74,7 @@ impl Default for RecordOptions {
             normalize_line_endings: false,
             lstrip_paths: Vec::new(),
             algorithms: vec![HashAlg::Sha256],
+            confine_links: false,
         }
     }
 }
@@ -88,6 +94,8 @@ pub enum DigestError {
     Io { path: PathBuf, source: io::Error },
     #[error("{0}: path is not valid UTF-8; in-toto metadata can only name UTF-8 paths")]
     NonUtf8(PathBuf),
+    #[error("{0}: a symlink that leads outside the directory being recorded")]
+    LinkEscapes(PathBuf),
 }
 
 /// What recording noticed but did not fail on (the reference logs these).
@@ -331,12 +339,27 @@ pub fn record_cached(
                     .and_then(|fd| Ok((nix::sys::stat::fstat(&fd)?, fd)));
                 match opened {
                     Ok((st, fd)) => {
+                        let root = match opts.confine_links.then(|| fd.try_clone()) {
+                            Some(Ok(root_fd)) => Some(Arc::new(Root {
+                                fd: root_fd,
+                                key: path.clone(),
+                            })),
+                            Some(Err(source)) => {
+                                walk.fail(DigestError::Io {
+                                    path: on_disk,
+                                    source,
+                                });
+                                continue;
+                            }
+                            None => None,
+                        };
                         let dir = Arc::new(DirNode {
                             fd,
                             key: path,
                             disk: on_disk,
                             id: (st.st_dev, st.st_ino),
                             parent: None,
+                            root,
                         });
                         let walk = &walk;
                         scope.spawn(move |s| walk.dir(s, prefix, dir));
@@ -387,6 +410,26 @@ struct DirNode {
     disk: PathBuf,
     id: (u64, u64),
     parent: Option<Arc<DirNode>>,
+    /// With `confine_links`: the directory the walk started at, which
+    /// symlinks are resolved beneath.
+    root: Option<Arc<Root>>,
+}
+
+struct Root {
+    fd: OwnedFd,
+    key: String,
+}
+
+impl Root {
+    /// `key` (below the root) relative to the root.
+    fn relative<'k>(&self, key: &'k str) -> &'k str {
+        if self.key == "." {
+            key
+        } else {
+            key.strip_prefix(self.key.as_str())
+                .map_or(key, |r| r.trim_start_matches('/'))
+        }
+    }
 }
 
 impl DirNode {
@@ -498,6 +541,8 @@ impl Walk<'_> {
         };
         let entries = read_dir_fd(&dir.fd).map_err(|e| io(b"", e))?;
         let mut files: Vec<(String, CString)> = Vec::new();
+        // Files reached through confined symlinks, hashed as they are found.
+        let (mut linked, mut linked_stats) = (Vec::new(), Vec::new());
         for (name, ty) in entries {
             if self.stopped() {
                 return Ok(());
@@ -520,8 +565,32 @@ impl Walk<'_> {
             // Follows symlinks: a link to a file counts under the link's
             // name; a broken link, or a link to a directory we do not
             // follow, is skipped; a link back to an ancestor is a loop and
-            // is skipped too.
+            // is skipped too. Confined, a link is opened beneath the root.
+            let mut beneath: Option<OwnedFd> = None;
+            if let (Type::Symlink, Some(root)) = (ty, &dir.root) {
+                match open_beneath(root, &key) {
+                    Ok(fd) => beneath = Some(fd),
+                    Err(Errno::EXDEV) => {
+                        return Err(DigestError::LinkEscapes(
+                            dir.disk.join(OsStr::from_bytes(bytes)),
+                        ))
+                    }
+                    // Broken, or a loop.
+                    Err(Errno::ENOENT | Errno::ELOOP) => continue,
+                    Err(e) => return Err(io(bytes, e)),
+                }
+            }
             let (is_dir, is_file, via_link) = match ty {
+                Type::Symlink if beneath.is_some() => {
+                    let fd = beneath.as_ref().expect("checked");
+                    let st = nix::sys::stat::fstat(fd).map_err(|e| io(bytes, e))?;
+                    let t = type_of(&st);
+                    let followed = t == Type::Directory && self.opts.follow_symlink_dirs;
+                    if followed && dir.is_ancestor_or_self((st.st_dev, st.st_ino)) {
+                        continue;
+                    }
+                    (followed, t == Type::File, true)
+                }
                 Type::Directory => (true, false, false),
                 Type::File => (false, true, false),
                 Type::Symlink => match fstatat(&dir.fd, name.as_c_str(), AtFlags::empty()) {
@@ -541,7 +610,11 @@ impl Walk<'_> {
                 if self.ex.excluded_child(&key, true) {
                     continue;
                 }
-                let fd = match open_dir(Some(&dir.fd), bytes, via_link) {
+                let opened = match beneath.take() {
+                    Some(fd) => Ok(fd),
+                    None => open_dir(Some(&dir.fd), bytes, via_link),
+                };
+                let fd = match opened {
                     Ok(fd) => fd,
                     Err(Errno::ENOENT) => continue,
                     Err(e) => return Err(io(bytes, e)),
@@ -559,6 +632,7 @@ impl Walk<'_> {
                     disk: dir.disk.join(name_str),
                     id: (st.st_dev, st.st_ino),
                     parent: Some(dir.clone()),
+                    root: dir.root.clone(),
                 });
                 scope.spawn(move |s| self.dir(s, prefix, child));
                 continue;
@@ -569,7 +643,21 @@ impl Walk<'_> {
             let Some(key) = self.key_owned(prefix, key) else {
                 return Ok(());
             };
-            files.push((key, name));
+            match beneath {
+                Some(fd) => {
+                    let h = self
+                        .hash_open(&mut File::from(fd), &mut linked_stats)
+                        .map_err(|source| DigestError::Io {
+                            path: dir.disk.join(OsStr::from_bytes(bytes)),
+                            source,
+                        })?;
+                    linked.push((key, h));
+                }
+                None => files.push((key, name)),
+            }
+        }
+        if !linked.is_empty() {
+            self.push(linked, linked_stats);
         }
         let hash_some = |chunk: &mut [(String, CString)]| -> Result<(), DigestError> {
             let mut done = Vec::with_capacity(chunk.len());
@@ -663,6 +751,17 @@ fn open_dir(parent: Option<&OwnedFd>, name: &[u8], follow: bool) -> Result<Owned
         Some(p) => nix::fcntl::openat(p, name, flags, Mode::empty()),
         None => nix::fcntl::open(name, flags, Mode::empty()),
     }
+}
+
+/// Opens `key` (a path below `root`) for reading with every symlink resolved
+/// beneath the root: `EXDEV` if it leads outside. Non-blocking, so a link to
+/// a FIFO inside does not hang the walk.
+fn open_beneath(root: &Root, key: &str) -> Result<OwnedFd, Errno> {
+    use nix::fcntl::{OpenHow, ResolveFlag};
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    nix::fcntl::openat2(&root.fd, OsStr::new(root.relative(key)), how)
 }
 
 /// A directory's entries (without `.` and `..`) with their types where the
@@ -857,6 +956,43 @@ mod tests {
         };
         let (m, _) = record(&[".".into()], &opts).unwrap();
         assert_eq!(m.keys().collect::<Vec<_>>(), ["a/b/f", "ab/f"]);
+    }
+
+    #[test]
+    fn confined_links_resolve_beneath_the_root_or_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a/b")).unwrap();
+        std::fs::write(d.path().join("a/b/f"), b"f").unwrap();
+        std::os::unix::fs::symlink("../a/b/f", d.path().join("a/inside")).unwrap();
+        std::os::unix::fs::symlink("a/b", d.path().join("ab")).unwrap();
+        std::os::unix::fs::symlink("nowhere", d.path().join("broken")).unwrap();
+        let mut opts = RecordOptions {
+            base_path: Some(d.path().to_path_buf()),
+            confine_links: true,
+            ..Default::default()
+        };
+        let (m, _) = record(&[".".into()], &opts).unwrap();
+        assert_eq!(m.keys().collect::<Vec<_>>(), ["a/b/f", "a/inside", "ab/f"]);
+        assert_eq!(m["a/inside"], m["a/b/f"]);
+        // Out of the root: an absolute link, a relative one, a directory.
+        for (name, target) in [
+            ("abs", "/etc/hostname"),
+            ("rel", "../../../../../../../../etc/hostname"),
+            ("root", "/"),
+        ] {
+            let link = d.path().join("a/b").join(name);
+            std::os::unix::fs::symlink(target, &link).unwrap();
+            match record(&[".".into()], &opts) {
+                Err(DigestError::LinkEscapes(p)) => assert_eq!(p.file_name(), link.file_name()),
+                other => panic!("{target}: expected LinkEscapes, got {other:?}"),
+            }
+            std::fs::remove_file(&link).unwrap();
+        }
+        // Unconfined (`run`, as in-toto-run), the absolute link is followed.
+        std::os::unix::fs::symlink("/etc/hostname", d.path().join("abs")).unwrap();
+        opts.confine_links = false;
+        let (m, _) = record(&[".".into()], &opts).unwrap();
+        assert!(m.contains_key("abs"));
     }
 
     #[test]

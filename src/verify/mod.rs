@@ -877,15 +877,19 @@ fn summary_link(name: &str, layout: &Layout, links: &BTreeMap<String, VerifiedLi
 /// Runs one inspection in `opts.inspection_dir`, recording the whole
 /// directory before and after (default excludes, as the reference).
 /// Everything in an inspection directory, as the reference records it
-/// (default excludes, symlinked directories followed). Hashes of files
+/// (default excludes, symlinked directories followed), except that a symlink
+/// leading outside the directory is refused. Hashes of files
 /// that were old and unchanged are reused from `reuse`.
 fn snapshot(
     dir: &Path,
     reuse: Option<&StatCache>,
     remember: Option<&StatCache>,
 ) -> Result<crate::model::ArtifactMap, crate::digest::DigestError> {
+    // An inspection may leave symlinks to anything on the host (`/`, a
+    // blocking `/proc/kmsg`): they are resolved beneath `dir` or refused.
     let artifacts = RecordOptions {
         base_path: Some(dir.to_path_buf()),
+        confine_links: true,
         ..RecordOptions::default()
     };
     digest::record_cached(&[".".to_string()], &artifacts, reuse, remember).map(|(m, _)| m)

@@ -236,3 +236,48 @@ fn sublayout_recursing_through_a_symlinked_dir_is_refused() {
     std::os::unix::fs::symlink(".", dir.join(format!("links/build.{k8}"))).unwrap();
     refused(&verify(dir), "sublayout nesting deeper than");
 }
+
+/// An inspection that leaves a symlink to a host file (here a harmless one;
+/// `/proc/kmsg` would block a reader, `/` would be the whole host) is
+/// refused: its products are recorded with links resolved beneath its
+/// directory.
+#[test]
+fn inspection_leaving_a_symlink_out_of_its_directory_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    // The sandbox's user must be able to reach the directory.
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    chain(dir, "build");
+    let layout = |run: &[&str]| {
+        write(
+            &dir.join("layout.json"),
+            &serde_json::json!({
+                "expires_in_days": 30,
+                "keys": {"alice": "alice.pub"},
+                "steps": [{"name": "build", "pubkeys": ["alice"], "expected_command": [],
+                            "expected_products": [["ALLOW", "src/*"], ["DISALLOW", "*"]]}],
+                "inspect": [{"name": "look", "run": run,
+                             "expected_materials": [["ALLOW", "*"]],
+                             "expected_products": [["ALLOW", "*"]]}],
+            })
+            .to_string(),
+        );
+        ok(totogate()
+            .args([
+                "layout",
+                "layout.json",
+                "-o",
+                "root.layout",
+                "--signing-key",
+                "owner",
+            ])
+            .current_dir(dir));
+    };
+    // A link inside the directory is fine.
+    layout(&["ln", "-s", "src/a.txt", "inside"]);
+    let out = verify(dir);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    std::fs::remove_file(dir.join("inside")).unwrap();
+    layout(&["ln", "-s", "/etc/hostname", "leak"]);
+    refused(&verify(dir), "leads outside the directory");
+}
