@@ -3,12 +3,13 @@
 //! A child forked while another thread holds a file open for writing
 //! inherits that descriptor until it execs or closes it; if the file is an
 //! executable some other sandbox is about to run, that `execve` fails with
-//! ETXTBSY ("text file busy") and a good package is refused. The sandbox's
-//! monitor keeps inherited descriptors for a few milliseconds of setup, so
-//! with parallel checks (`mirror`) this happened about once in 500 packages.
-//! Writers of files hold [`writing`] while the file is open; spawners hold
-//! [`forking`] across the spawn (which returns only after every process it
-//! forked has closed or exec'd past the inherited descriptors).
+//! ETXTBSY ("text file busy") and a good package is refused. When the
+//! sandbox's monitor was a fork that kept inherited descriptors for a few
+//! milliseconds of setup, parallel checks (`mirror`) hit this about once in
+//! 500 packages; the monitor is now exec'd at once, but the window is not
+//! zero. Writers of files hold [`writing`] while the file is open; spawners
+//! hold [`forking`] across the spawn (which returns only after the new
+//! process has exec'd, closing the inherited descriptors).
 
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 

@@ -312,6 +312,7 @@ impl std::fmt::Display for Exit {
 impl std::error::Error for Exit {}
 
 fn main() -> ExitCode {
+    totogate::sandbox::serve();
     let run = if apt_cmd::called_as_method() {
         apt_cmd::run_method()
     } else {

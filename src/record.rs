@@ -98,6 +98,9 @@ pub fn execute_in(
     let out_t = tee(child.stdout.take().map(|p| Box::new(p) as _), false);
     let err_t = tee(child.stderr.take().map(|p| Box::new(p) as _), true);
     let start = Instant::now();
+    // Polls with a growing nap: a quick command is seen exiting within a
+    // fraction of a millisecond, a long one costs a wake-up every 5 ms.
+    let mut nap = Duration::from_micros(50);
     let status = loop {
         if let Some(s) = child.try_wait().map_err(|source| RecordError::Spawn {
             command: shown.clone(),
@@ -113,7 +116,8 @@ pub fn execute_in(
                 seconds: timeout.as_secs(),
             });
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(5));
     };
     let text = |b: Vec<u8>| {
         String::from_utf8_lossy(&b)

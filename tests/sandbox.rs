@@ -14,7 +14,14 @@ fn argv(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| s.to_string()).collect()
 }
 
+/// The monitor program: the totogate binary (this test harness's own main
+/// does not call `sandbox::serve`).
+fn use_helper() {
+    sandbox::set_helper(env!("CARGO_BIN_EXE_totogate"));
+}
+
 fn policy(timeout: Duration) -> Policy {
+    use_helper();
     Policy {
         timeout,
         ..Policy::default()
@@ -228,6 +235,24 @@ fn exit_code_stdout_and_clean_environment() {
         ]
     );
 
+    // Signal state of a fresh process: the monitor is a Rust program, whose
+    // runtime ignores SIGPIPE, but the command must not inherit that (`yes`
+    // would complain about EPIPE instead of dying quietly), nor a mask.
+    let out = run(
+        &[
+            "sh",
+            "-c",
+            "yes | head -c 1 >/dev/null; grep -E '^Sig(Blk|Ign)' /proc/self/status",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.return_value, 0);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
+
     // Killed by a signal: minus its number, as Python's subprocess reports.
     let out = run(&["sh", "-c", "kill -9 $$"], dir.path());
     assert_eq!(out.return_value, -9);
@@ -266,6 +291,7 @@ fn output_is_capped() {
 
 #[test]
 fn missing_program_is_a_spawn_error_naming_it() {
+    use_helper();
     let dir = tempfile::tempdir().unwrap();
     let err = sandbox::run(
         &argv(&["totogate-no-such-program", "x"]),

@@ -207,6 +207,7 @@ impl Shell {
 }
 
 fn main() -> ExitCode {
+    sandbox::serve();
     let mut argv: Vec<OsString> = std::env::args_os().collect();
     // Run directly (`cargo-intoto install ...`) rather than through cargo.
     if argv.get(1).is_some_and(|a| a != "intoto") {

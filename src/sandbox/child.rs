@@ -1,20 +1,24 @@
-//! The code that runs between `fork` and `exec`: the monitor, the uid
-//! mapper, init, and the probe. Everything here is async-signal-safe: raw
-//! syscalls on data prepared by [`Setup::new`] in the parent, no allocation,
-//! no locks.
+//! The sandbox monitor program ([`helper_main`]) and the code that runs
+//! between `fork` and `exec`: the monitor, the uid mapper, init, and the
+//! probe. Everything after the monitor's first fork is async-signal-safe:
+//! raw syscalls on data prepared by [`Setup::new`], no allocation, no locks.
 
-use std::ffi::{CStr, CString};
+use std::ffi::{CStr, CString, OsString};
 use std::io;
 use std::os::fd::RawFd;
-use std::path::Path;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 use std::ptr;
+use std::time::Duration;
 
 use nix::libc::{self, c_int, c_long, c_uint, pid_t};
 
 use super::{cstring, path_cstring, Plan, Policy, Protection};
 
 /// Stages named in setup errors; a record carries the index.
-const STAGES: [&str; 17] = [
+const STAGES: [&str; 19] = [
+    "starting the monitor",
+    "exec",
     "pipe",
     "fork",
     "unshare namespaces",
@@ -102,6 +106,217 @@ impl Report {
     }
 }
 
+/// What the monitor needs from the caller: its arguments, in order.
+#[derive(Clone, Copy)]
+pub(super) struct Spec<'a> {
+    pub plan: &'a Plan,
+    pub policy: &'a Policy,
+    pub dir: &'a Path,
+    pub uid: u32,
+    pub gid: u32,
+    pub unprivileged: bool,
+    pub parent: pid_t,
+}
+
+impl Spec<'_> {
+    /// The plan's switches as bits, in a fixed order.
+    fn plan_bits(plan: &Plan) -> u32 {
+        [
+            plan.userns,
+            plan.mountns,
+            plan.pidns,
+            plan.netns,
+            plan.ipcns,
+            plan.utsns,
+            plan.readonly,
+            plan.rlimits,
+        ]
+        .iter()
+        .enumerate()
+        .fold(0, |bits, (i, on)| bits | (u32::from(*on) << i))
+    }
+
+    /// The monitor's arguments (after [`super::HELPER_ARG`], before `--`).
+    pub(super) fn to_args(self) -> Vec<OsString> {
+        let p = self.policy;
+        let mut args: Vec<OsString> = [
+            u128::from(Self::plan_bits(self.plan)),
+            u128::from(self.uid),
+            u128::from(self.gid),
+            u128::from(self.unprivileged),
+            self.parent as u128,
+            p.timeout.as_nanos(),
+            u128::from(p.cpu_seconds),
+            u128::from(p.memory_bytes),
+            u128::from(p.max_processes),
+            u128::from(p.max_file_bytes),
+        ]
+        .iter()
+        .map(|n| n.to_string().into())
+        .collect();
+        args.push(self.dir.as_os_str().to_owned());
+        args
+    }
+}
+
+/// [`Spec::to_args`] read back: the plan, the policy, the directory, uid,
+/// gid, unprivileged, the parent's pid; `None` if malformed.
+type Parsed = (Plan, Policy, PathBuf, u32, u32, bool, pid_t);
+
+pub(super) fn parse_args(args: &[OsString]) -> Option<Parsed> {
+    let [bits, uid, gid, unpriv, parent, timeout, cpu, mem, nproc, fsize, dir] = args else {
+        return None;
+    };
+    let num = |a: &OsString| a.to_str()?.parse::<u128>().ok();
+    let bits = num(bits)?;
+    let on = |i: u32| bits & (1 << i) != 0;
+    let plan = Plan {
+        userns: on(0),
+        mountns: on(1),
+        pidns: on(2),
+        netns: on(3),
+        ipcns: on(4),
+        utsns: on(5),
+        readonly: on(6),
+        rlimits: on(7),
+        missing: Vec::new(),
+    };
+    let timeout = num(timeout)?;
+    let policy = Policy {
+        timeout: Duration::new(
+            u64::try_from(timeout / 1_000_000_000).ok()?,
+            (timeout % 1_000_000_000) as u32,
+        ),
+        cpu_seconds: num(cpu)?.try_into().ok()?,
+        memory_bytes: num(mem)?.try_into().ok()?,
+        max_processes: num(nproc)?.try_into().ok()?,
+        max_file_bytes: num(fsize)?.try_into().ok()?,
+        allow_weak: false,
+    };
+    Some((
+        plan,
+        policy,
+        PathBuf::from(dir),
+        num(uid)?.try_into().ok()?,
+        num(gid)?.try_into().ok()?,
+        num(unpriv)? != 0,
+        num(parent)?.try_into().ok()?,
+    ))
+}
+
+/// The sandbox monitor, a fresh process exec'd by [`super::run`]: `args`
+/// are [`Spec::to_args`], `--`, then the command. The status pipe arrives as
+/// stdin. Never returns.
+///
+/// Starting the monitor by `exec` (through `posix_spawn`, which shares the
+/// caller's memory until the `exec`) instead of forking the caller keeps
+/// the caller's size out of every sandbox: a fork of a large, threaded
+/// process copies its page tables and then takes a copy-on-write fault for
+/// every page either side touches, four times over (monitor, mapper, init,
+/// command). The monitor is small and single-threaded.
+pub(super) fn helper_main(args: Vec<OsString>) -> ! {
+    // SAFETY: fcntl, open and dup2 on descriptors this process owns.
+    let st = unsafe {
+        let st = libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3);
+        if st < 0 {
+            libc::_exit(127);
+        }
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if null < 0 || libc::dup2(null, 0) < 0 {
+            fail(st, "starting the monitor");
+        }
+        libc::close(null);
+        st
+    };
+    let split = args.iter().position(|a| a == "--");
+    let (spec, command) = match split {
+        Some(i) if i + 1 < args.len() => (&args[..i], &args[i + 1..]),
+        _ => fail_with(st, "starting the monitor", libc::EINVAL),
+    };
+    let Some((plan, policy, dir, uid, gid, unprivileged, parent)) = parse_args(spec) else {
+        fail_with(st, "starting the monitor", libc::EINVAL)
+    };
+    let spec = Spec {
+        plan: &plan,
+        policy: &policy,
+        dir: &dir,
+        uid,
+        gid,
+        unprivileged,
+        parent,
+    };
+    let setup = Setup::new(&spec, st).unwrap_or_else(|e| {
+        fail_with(
+            st,
+            "starting the monitor",
+            e.raw_os_error().unwrap_or(libc::EINVAL),
+        )
+    });
+    // Arguments cannot hold NUL bytes; the environment is the caller's clean
+    // one minus the allocator's own setting, which is for this process only.
+    let argv: Vec<CString> = command
+        .iter()
+        .map(|a| CString::new(a.clone().into_vec()).unwrap_or_default())
+        .collect();
+    let envp: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| !k.as_bytes().starts_with(b"MIMALLOC_"))
+        .map(|(k, v)| {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).unwrap_or_default()
+        })
+        .collect();
+    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_p.push(ptr::null());
+    let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+    envp_p.push(ptr::null());
+    let _ = setup.monitor();
+    // Only the command process gets here. It gets the signal state and the
+    // huge-page setting a fresh process would have (the Rust runtime ignores
+    // SIGPIPE), then becomes the command.
+    // SAFETY: raw syscalls on values on the stack and on the NUL-terminated
+    // arrays built above, which outlive the call.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0);
+        // Every disposition back to the default (handlers reset on exec
+        // anyway; ignored signals would stay ignored), through the raw
+        // syscall: glibc refuses to touch its own real-time signals.
+        let dfl = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &dfl as *const KernelSigaction,
+                    ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                );
+            }
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, ptr::null_mut());
+        libc::execvpe(argv_p[0], argv_p.as_ptr(), envp_p.as_ptr());
+        fail(st, "exec")
+    }
+}
+
+/// The kernel's `struct sigaction` for `rt_sigaction(2)` on x86_64 and
+/// aarch64 (64 signals, so an 8-byte mask).
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
 /// `struct mount_attr` of `mount_setattr(2)`.
 #[repr(C)]
 struct MountAttr {
@@ -145,15 +360,16 @@ pub(super) struct Setup {
 }
 
 impl Setup {
-    pub(super) fn new(
-        plan: &Plan,
-        policy: &Policy,
-        dir: &Path,
-        uid: u32,
-        gid: u32,
-        unprivileged: bool,
-        status: RawFd,
-    ) -> io::Result<Setup> {
+    pub(super) fn new(spec: &Spec<'_>, status: RawFd) -> io::Result<Setup> {
+        let Spec {
+            plan,
+            policy,
+            dir,
+            uid,
+            gid,
+            unprivileged,
+            parent,
+        } = *spec;
         let mut clone_flags = 0;
         for (on, flag) in [
             (plan.userns, libc::CLONE_NEWUSER),
@@ -198,14 +414,14 @@ impl Setup {
             max_processes: policy.max_processes,
             max_file_bytes: policy.max_file_bytes,
             timeout_ns: policy.timeout.as_nanos(),
-            // SAFETY: getpid has no preconditions and cannot fail.
-            parent: unsafe { libc::getpid() },
+            parent,
             status,
         })
     }
 
-    /// The `pre_exec` hook. Returns only in the command process, which
-    /// `std` then execs; every other process ends in `_exit`.
+    /// Sets up the namespaces and runs init. Returns only in the command
+    /// process, which the caller then execs; every other process ends in
+    /// `_exit`.
     pub(super) fn monitor(&self) -> io::Result<()> {
         let st = self.status;
         // SAFETY (whole block): raw syscalls on buffers owned by `self` or
@@ -287,14 +503,28 @@ impl Setup {
                 return self.init();
             }
             close_all_but(st);
-            let start = now_ns();
+            self.wait_for(init);
+        }
+    }
+
+    /// Waits for init until the deadline, then kills it (and with it the
+    /// whole pid namespace); exits the monitor either way. Init's exit is
+    /// seen through a pidfd at once, so a short inspection costs no polling
+    /// delay; kernels without `pidfd_open` (before 5.3) get a 1 ms poll.
+    unsafe fn wait_for(&self, init: pid_t) -> ! {
+        let st = self.status;
+        let start = now_ns();
+        // SAFETY (whole block): raw syscalls on stack values.
+        unsafe {
+            let pidfd = libc::syscall(libc::SYS_pidfd_open, init, 0 as c_uint) as c_int;
             loop {
                 let mut ws = 0;
                 let r = libc::waitpid(init, &mut ws, libc::WNOHANG);
                 if r == init || (r < 0 && errno() != libc::EINTR) {
                     libc::_exit(0);
                 }
-                if now_ns().saturating_sub(start) >= self.timeout_ns {
+                let elapsed = now_ns().saturating_sub(start);
+                if elapsed >= self.timeout_ns {
                     // Init's death makes the kernel kill every process in
                     // the pid namespace; waitpid returns once they are gone.
                     libc::kill(init, libc::SIGKILL);
@@ -302,11 +532,21 @@ impl Setup {
                     report(st, Report::Timeout);
                     libc::_exit(0);
                 }
-                let nap = libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: 10_000_000,
-                };
-                libc::nanosleep(&nap, ptr::null_mut());
+                let left_ms = (self.timeout_ns - elapsed) / 1_000_000 + 1;
+                if pidfd >= 0 {
+                    let mut p = libc::pollfd {
+                        fd: pidfd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    libc::poll(&mut p, 1, left_ms.min(c_int::MAX as u128) as c_int);
+                } else {
+                    let nap = libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: 1_000_000,
+                    };
+                    libc::nanosleep(&nap, ptr::null_mut());
+                }
             }
         }
     }

@@ -19,9 +19,14 @@
 //!
 //! # Design
 //!
-//! `std::process::Command` forks, sets up stdio and the process group, and
-//! runs a `pre_exec` hook in the child (the *monitor*). The hook never returns
-//! in the monitor. It:
+//! [`run`] starts the *monitor* as a fresh process: this same executable,
+//! exec'd with [`HELPER_ARG`] and the plan in its arguments (`main` calls
+//! [`serve`], which hands over to the monitor). With no `pre_exec` hook,
+//! `std` uses `posix_spawn`, which does not copy the caller's page tables;
+//! forking a large multi-threaded verifier four times per inspection (and
+//! taking a copy-on-write fault for every page touched afterwards) cost more
+//! than the whole inspection. The status pipe arrives as the monitor's stdin.
+//! The monitor:
 //!
 //! 1. forks a short-lived *mapper* that stays in the host user namespace, then
 //!    unshares all namespaces; the mapper writes the new namespace's
@@ -36,13 +41,14 @@
 //!    then the clone moved back onto `dir` read-write;
 //! 3. sets the rlimits and forks *init*, pid 1 of the new pid namespace
 //!    (`unshare(CLONE_NEWPID)` only affects children). Init mounts `/proc`,
-//!    forks the command process, which returns from the hook so that `std`
-//!    performs the `exec` (and reports a failed `exec` as a spawn error), and
+//!    forks the command process, which execs the command (a failed `exec`
+//!    is reported on the status pipe and surfaces as a spawn error), and
 //!    reaps until the command exits. When init exits the kernel kills
 //!    everything left in the namespace, so background processes never
 //!    outlive the inspection;
-//! 4. waits for init with the timeout; on expiry it `SIGKILL`s init, which
-//!    takes the whole namespace with it, and waits until it is gone.
+//! 4. waits for init (through a pidfd, so a short inspection is seen to end
+//!    at once) with the timeout; on expiry it `SIGKILL`s init, which takes
+//!    the whole namespace with it, and waits until it is gone.
 //!
 //! Results travel over a status pipe in fixed 8-byte records (command wait
 //! status, timeout, or setup failure with its stage and errno). The caller
@@ -51,10 +57,11 @@
 //! monitor. The monitor and init get `PR_SET_PDEATHSIG`, so if totogate dies
 //! the sandbox dies too.
 //!
-//! Between `fork` and `exec` only async-signal-safe calls are made: raw
-//! syscalls through `libc`, on data prepared before the fork. Nested forks
-//! use the raw `clone` syscall, not `fork(3)`, whose `atfork` handlers take
-//! `malloc` locks that another thread of the parent may have held.
+//! After the monitor's first fork only async-signal-safe calls are made: raw
+//! syscalls through `libc`, on data prepared before the fork. Forks use the
+//! raw `clone` syscall, not `fork(3)`, whose `atfork` handlers take `malloc`
+//! locks. (The one fork of the caller itself, [`probe`]'s, follows the same
+//! rules, since the caller may be multi-threaded.)
 //!
 //! Because the sandbox runs as host uid 65534, [`run`] first gives `dir`
 //! (recursively, not following symlinks, skipping hard-linked files and other
@@ -64,7 +71,7 @@
 
 use std::ffi::CString;
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
@@ -77,6 +84,32 @@ use std::time::Duration;
 use nix::libc;
 
 mod child;
+
+/// The first argument that makes a totogate binary the sandbox monitor
+/// (see [`serve`]).
+pub const HELPER_ARG: &str = "__totogate-sandbox-monitor";
+
+/// The program [`run`] execs as the monitor.
+static HELPER: OnceLock<PathBuf> = OnceLock::new();
+
+/// To be called first in the `main` of every binary that runs inspections.
+/// In a process started by [`run`] as the sandbox monitor, runs the monitor
+/// and never returns; otherwise makes this executable (`/proc/self/exe`)
+/// the monitor program for [`run`].
+pub fn serve() {
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == HELPER_ARG) {
+        child::helper_main(args.collect());
+    }
+    set_helper("/proc/self/exe");
+}
+
+/// Makes `program`, a binary whose `main` calls [`serve`], the monitor
+/// program for [`run`] (for tests and for library users whose executable
+/// does not call `serve`). The first setting wins.
+pub fn set_helper(program: impl Into<PathBuf>) {
+    let _ = HELPER.set(program.into());
+}
 
 /// Bytes of stdout and of stderr kept; the rest is read and discarded, so a
 /// chatty (or hostile) inspection cannot exhaust the verifier's memory.
@@ -221,6 +254,14 @@ pub enum SandboxError {
     },
     #[error("command {command:?} could not start: {source}")]
     Spawn { command: String, source: io::Error },
+    #[error("command {command:?}: starting the sandbox monitor {helper:?} failed: {source}")]
+    Helper {
+        command: String,
+        helper: PathBuf,
+        source: io::Error,
+    },
+    #[error("no sandbox monitor program is set: the program's main must call totogate::sandbox::serve (or sandbox::set_helper)")]
+    NoHelper,
     #[error("command {command:?}: sandbox setup failed at {stage}: {source}")]
     Setup {
         command: String,
@@ -327,9 +368,9 @@ struct Plan {
 /// Runs `argv` confined, with `dir` as its working directory (see the module
 /// docs for what that means).
 pub fn run(argv: &[String], dir: &Path, policy: &Policy) -> Result<Outcome, SandboxError> {
-    let Some(program) = argv.first() else {
+    if argv.is_empty() {
         return Err(SandboxError::EmptyCommand);
-    };
+    }
     let command = argv.join(" ");
     let plan =
         decide(&probe(), policy.allow_weak).map_err(|missing| SandboxError::Unavailable {
@@ -359,45 +400,50 @@ pub fn run(argv: &[String], dir: &Path, policy: &Policy) -> Result<Outcome, Sand
         hand_over(&dir, uid, gid).map_err(prepare(&dir))?;
     }
 
+    let Some(helper) = HELPER.get() else {
+        return Err(SandboxError::NoHelper);
+    };
     let (status_r, status_w) = io::pipe().map_err(prepare(&dir))?;
-    let setup = child::Setup::new(
-        &plan,
+    // SAFETY: getpid has no preconditions and cannot fail.
+    let parent = unsafe { libc::getpid() };
+    let spec = child::Spec {
+        plan: &plan,
         policy,
-        &dir,
+        dir: &dir,
         uid,
         gid,
-        euid != 0,
-        status_w.as_raw_fd(),
-    )
-    .map_err(prepare(&dir))?;
-
-    let mut cmd = Command::new(program);
-    cmd.args(&argv[1..])
+        unprivileged: euid != 0,
+        parent,
+    };
+    let mut cmd = Command::new(helper);
+    cmd.arg0("totogate-sandbox")
+        .arg(HELPER_ARG)
+        .args(spec.to_args())
+        .arg("--")
+        .args(argv)
         .env_clear()
         .env("PATH", PATH)
         .env("HOME", &dir)
         .env("LANG", LANG)
-        .stdin(Stdio::null())
+        // Small and short-lived: no huge pages to zero (the monitor drops
+        // this from the command's environment).
+        .env("MIMALLOC_ALLOW_THP", "0")
+        .stdin(Stdio::from(OwnedFd::from(status_w)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    // SAFETY: the hook runs in the forked child between fork and exec. It
-    // only makes async-signal-safe raw syscalls on data prepared above
-    // (`Setup` owns it and lives in the closure), never allocates, and
-    // returns only in the final command process (see `child::monitor`).
-    unsafe {
-        cmd.pre_exec(move || setup.monitor());
-    }
     let spawned = {
-        // No other thread may hold a file open for writing while the monitor
-        // and init carry inherited descriptors: see `exec_lock`.
+        // No other thread may open a file for writing while the new process
+        // holds copies of our descriptors: see `exec_lock`. With no
+        // `pre_exec` hook, `std` uses `posix_spawn`, which returns once the
+        // monitor has exec'd (closing them all), so this is brief.
         let _forking = crate::exec_lock::forking();
         cmd.spawn()
     };
     drop(cmd);
-    drop(status_w);
-    let mut child = spawned.map_err(|source| SandboxError::Spawn {
+    let mut child = spawned.map_err(|source| SandboxError::Helper {
         command: command.clone(),
+        helper: helper.clone(),
         source,
     })?;
     let pgid = child.id() as libc::pid_t;
@@ -461,6 +507,13 @@ pub fn run(argv: &[String], dir: &Path, policy: &Policy) -> Result<Outcome, Sand
             missing: plan.missing,
         }),
         Some(child::Report::Timeout) => Err(SandboxError::Timeout { command, seconds }),
+        Some(child::Report::Setup {
+            stage: "exec",
+            errno,
+        }) => Err(SandboxError::Spawn {
+            command,
+            source: io::Error::from_raw_os_error(errno),
+        }),
         Some(child::Report::Setup { stage, errno }) => Err(SandboxError::Setup {
             command,
             stage,
@@ -589,6 +642,42 @@ mod tests {
         );
         assert_eq!(Report::parse(&[]), None);
         assert_eq!(Report::parse(&[9, 0, 0]), None);
+    }
+
+    #[test]
+    fn monitor_arguments_round_trip() {
+        let plan = decide(&Protection::ALL, false).unwrap();
+        let policy = Policy {
+            timeout: Duration::new(7, 250_000_000),
+            cpu_seconds: 11,
+            memory_bytes: 3 << 30,
+            max_processes: 64,
+            max_file_bytes: 1 << 20,
+            allow_weak: false,
+        };
+        let dir = Path::new("/tmp/a dir/ünïcode");
+        let spec = child::Spec {
+            plan: &plan,
+            policy: &policy,
+            dir,
+            uid: 65534,
+            gid: 65533,
+            unprivileged: true,
+            parent: 4242,
+        };
+        let (p, pol, d, uid, gid, unpriv, parent) = child::parse_args(&spec.to_args()).unwrap();
+        assert_eq!(p, plan);
+        assert_eq!(pol, policy);
+        assert_eq!(
+            (d.as_path(), uid, gid, unpriv, parent),
+            (dir, 65534, 65533, true, 4242)
+        );
+        let mut short = spec.to_args();
+        short.pop();
+        assert!(child::parse_args(&short).is_none());
+        let mut bad = spec.to_args();
+        bad[1] = "-1".into();
+        assert!(child::parse_args(&bad).is_none());
     }
 
     #[test]
