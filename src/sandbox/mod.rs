@@ -77,9 +77,8 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::libc;
 
@@ -448,50 +447,23 @@ pub fn run(argv: &[String], dir: &Path, policy: &Policy) -> Result<Outcome, Sand
     })?;
     let pgid = child.id() as libc::pid_t;
 
-    let capped = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut kept = Vec::new();
-            if let Some(mut p) = pipe {
-                let mut buf = [0u8; 8192];
-                loop {
-                    match p.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            let room = OUTPUT_CAP - kept.len();
-                            kept.extend_from_slice(&buf[..n.min(room)]);
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => break,
-                    }
-                }
-            }
-            kept
-        })
-    };
-    let out_t = capped(child.stdout.take().map(|p| Box::new(p) as _));
-    let err_t = capped(child.stderr.take().map(|p| Box::new(p) as _));
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut r = status_r;
-        let mut bytes = Vec::new();
-        let _ = r.read_to_end(&mut bytes);
-        let _ = tx.send(bytes);
-    });
-
-    let mut hard_timeout = false;
-    let status = match rx.recv_timeout(policy.timeout + GRACE) {
-        Ok(b) => b,
-        Err(_) => {
-            hard_timeout = true;
-            kill_group(pgid);
-            rx.recv().unwrap_or_default()
-        }
-    };
-    // The monitor is not reaped yet, so `pgid` still names our group.
+    // stdout, stderr and the status pipe, read in this thread with poll(2):
+    // no reader threads to start (and to wake) for every inspection.
+    let mut pipes = [
+        Capped::new(child.stdout.take().map(OwnedFd::from), OUTPUT_CAP),
+        Capped::new(child.stderr.take().map(OwnedFd::from), OUTPUT_CAP),
+        Capped::new(Some(OwnedFd::from(status_r)), STATUS_CAP),
+    ];
+    let deadline = Instant::now() + policy.timeout + GRACE;
+    // Until the monitor has reported (it closes the status pipe by exiting),
+    // or past the deadline.
+    let hard_timeout = !drain(&mut pipes, |p| p[2].fd.is_none(), Some(deadline));
+    // The monitor is not reaped yet, so `pgid` still names our group. Once
+    // the group is dead nothing holds the pipes, so draining them ends.
     kill_group(pgid);
+    drain(&mut pipes, |p| p.iter().all(|c| c.fd.is_none()), None);
     let _ = child.wait();
-    let stdout = out_t.join().unwrap_or_default();
-    let stderr = err_t.join().unwrap_or_default();
+    let [stdout, stderr, status] = pipes.map(|c| c.kept);
 
     let seconds = policy.timeout.as_secs();
     match child::Report::parse(&status) {
@@ -521,6 +493,86 @@ pub fn run(argv: &[String], dir: &Path, policy: &Policy) -> Result<Outcome, Sand
         }),
         None => Err(SandboxError::Lost { command }),
     }
+}
+
+/// Bytes kept of the status pipe (8-byte records; a handful are written).
+const STATUS_CAP: usize = 4096;
+
+/// A pipe read to its end, keeping at most `cap` bytes.
+struct Capped {
+    fd: Option<std::fs::File>,
+    kept: Vec<u8>,
+    cap: usize,
+}
+
+impl Capped {
+    fn new(fd: Option<OwnedFd>, cap: usize) -> Capped {
+        Capped {
+            fd: fd.map(std::fs::File::from),
+            kept: Vec::new(),
+            cap,
+        }
+    }
+}
+
+/// Reads whatever `pipes` have until `done(pipes)` holds (true) or the
+/// deadline passes (false). A pipe is closed at its end or on an error.
+fn drain(
+    pipes: &mut [Capped; 3],
+    done: impl Fn(&[Capped; 3]) -> bool,
+    deadline: Option<Instant>,
+) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 16 * 1024];
+    while !done(pipes) {
+        let timeout = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return false;
+                }
+                left.as_millis().min(i32::MAX as u128) as i32 + 1
+            }
+            None => -1,
+        };
+        let mut fds: Vec<libc::pollfd> = pipes
+            .iter()
+            .map(|c| libc::pollfd {
+                fd: c.fd.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs;
+        // negative descriptors are ignored by poll.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // Cannot wait: give up on the pipes rather than spin.
+            for c in pipes.iter_mut() {
+                c.fd = None;
+            }
+            break;
+        }
+        for (c, p) in pipes.iter_mut().zip(&fds) {
+            if p.revents == 0 {
+                continue;
+            }
+            let Some(f) = c.fd.as_mut() else { continue };
+            match f.read(&mut buf) {
+                Ok(0) => c.fd = None,
+                Ok(k) => {
+                    let room = c.cap - c.kept.len();
+                    c.kept.extend_from_slice(&buf[..k.min(room)]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => c.fd = None,
+            }
+        }
+    }
+    true
 }
 
 fn kill_group(pgid: libc::pid_t) {
