@@ -32,6 +32,10 @@ pin_binary() {
   local src_rev
   src_rev=$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)
   cp "$TOTOGATE" "$1/totogate.bin"
+  # The small sandbox monitor, used when it sits beside the binary.
+  local helper
+  helper="$(dirname "$TOTOGATE")/totogate-sandbox"
+  if [ -x "$helper" ]; then cp "$helper" "$1/totogate-sandbox"; fi
   echo "# binary:    $TOTOGATE (copied to $1/totogate.bin, sha256 $(sha256sum "$1/totogate.bin" | cut -c1-16), tree $src_rev, built $(date -u -r "$TOTOGATE" +%FT%TZ))"
   TG=$1/totogate.bin
 }
