@@ -85,6 +85,49 @@ fn network_is_unreachable() {
     );
 }
 
+/// As root, inspections share pooled network namespaces, one at a time.
+/// Nothing of one inspection's network state may reach the next: its
+/// abstract Unix socket (held past its end by a background process) is
+/// gone, and it could not bring the loopback up in the first place.
+#[test]
+fn network_namespace_keeps_nothing_between_inspections() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = marker("abstract");
+    let first = format!(
+        r#"
+import os, socket, fcntl, struct, time
+s = socket.socket(socket.AF_UNIX)
+s.bind("\0{m}")
+try:
+    up = struct.pack("16sH14s", b"lo", 1, b"")
+    fcntl.ioctl(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), 0x8914, up)
+    print("lo up")
+except PermissionError:
+    print("EPERM")
+if os.fork() == 0:
+    time.sleep(30)
+"#
+    );
+    let out = run(&["/usr/bin/python3", "-c", &first], dir.path());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "EPERM\n", "{out:?}");
+    let second = format!(
+        r#"
+import socket
+print(open("/proc/net/unix").read().count("{m}"))
+socket.socket(socket.AF_UNIX).bind("\0{m}")
+print("bound")
+"#
+    );
+    for _ in 0..4 {
+        let out = run(&["/usr/bin/python3", "-c", &second], dir.path());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "0\nbound\n",
+            "{out:?}"
+        );
+    }
+}
+
 #[test]
 fn host_is_read_only_but_dir_is_writable() {
     let dir = tempfile::tempdir().unwrap();

@@ -16,8 +16,9 @@ use nix::libc::{self, c_int, c_long, c_uint, pid_t};
 use super::{cstring, path_cstring, Plan, Policy, Protection};
 
 /// Stages named in setup errors; a record carries the index.
-const STAGES: [&str; 19] = [
+const STAGES: [&str; 20] = [
     "starting the monitor",
+    "joining the network namespace",
     "exec",
     "pipe",
     "fork",
@@ -116,6 +117,9 @@ pub(super) struct Spec<'a> {
     pub gid: u32,
     pub unprivileged: bool,
     pub parent: pid_t,
+    /// A thread of `parent` whose network namespace the sandbox joins
+    /// instead of creating one (see `super::netns`); 0 for a new one.
+    pub netns_tid: pid_t,
 }
 
 impl Spec<'_> {
@@ -145,6 +149,7 @@ impl Spec<'_> {
             u128::from(self.gid),
             u128::from(self.unprivileged),
             self.parent as u128,
+            self.netns_tid as u128,
             p.timeout.as_nanos(),
             u128::from(p.cpu_seconds),
             u128::from(p.memory_bytes),
@@ -160,11 +165,12 @@ impl Spec<'_> {
 }
 
 /// [`Spec::to_args`] read back: the plan, the policy, the directory, uid,
-/// gid, unprivileged, the parent's pid; `None` if malformed.
-type Parsed = (Plan, Policy, PathBuf, u32, u32, bool, pid_t);
+/// gid, unprivileged, the parent's pid, the network namespace's thread;
+/// `None` if malformed.
+type Parsed = (Plan, Policy, PathBuf, u32, u32, bool, pid_t, pid_t);
 
 pub(super) fn parse_args(args: &[OsString]) -> Option<Parsed> {
-    let [bits, uid, gid, unpriv, parent, timeout, cpu, mem, nproc, fsize, dir] = args else {
+    let [bits, uid, gid, unpriv, parent, netns, timeout, cpu, mem, nproc, fsize, dir] = args else {
         return None;
     };
     let num = |a: &OsString| a.to_str()?.parse::<u128>().ok();
@@ -201,6 +207,7 @@ pub(super) fn parse_args(args: &[OsString]) -> Option<Parsed> {
         num(gid)?.try_into().ok()?,
         num(unpriv)? != 0,
         num(parent)?.try_into().ok()?,
+        num(netns)?.try_into().ok()?,
     ))
 }
 
@@ -233,7 +240,8 @@ pub(super) fn helper_main(args: Vec<OsString>) -> ! {
         Some(i) if i + 1 < args.len() => (&args[..i], &args[i + 1..]),
         _ => fail_with(st, "starting the monitor", libc::EINVAL),
     };
-    let Some((plan, policy, dir, uid, gid, unprivileged, parent)) = parse_args(spec) else {
+    let Some((plan, policy, dir, uid, gid, unprivileged, parent, netns_tid)) = parse_args(spec)
+    else {
         fail_with(st, "starting the monitor", libc::EINVAL)
     };
     let spec = Spec {
@@ -244,6 +252,7 @@ pub(super) fn helper_main(args: Vec<OsString>) -> ! {
         gid,
         unprivileged,
         parent,
+        netns_tid,
     };
     let setup = Setup::new(&spec, st).unwrap_or_else(|e| {
         fail_with(
@@ -357,6 +366,8 @@ pub(super) struct Setup {
     timeout_ns: u128,
     status: RawFd,
     parent: pid_t,
+    /// `/proc/<parent>/task/<tid>/ns/net` to join, when pooled.
+    netns: Option<CString>,
 }
 
 impl Setup {
@@ -369,13 +380,14 @@ impl Setup {
             gid,
             unprivileged,
             parent,
+            netns_tid,
         } = *spec;
         let mut clone_flags = 0;
         for (on, flag) in [
             (plan.userns, libc::CLONE_NEWUSER),
             (plan.mountns, libc::CLONE_NEWNS),
             (plan.pidns, libc::CLONE_NEWPID),
-            (plan.netns, libc::CLONE_NEWNET),
+            (plan.netns && netns_tid == 0, libc::CLONE_NEWNET),
             (plan.ipcns, libc::CLONE_NEWIPC),
             (plan.utsns, libc::CLONE_NEWUTS),
         ] {
@@ -416,6 +428,9 @@ impl Setup {
             timeout_ns: policy.timeout.as_nanos(),
             parent,
             status,
+            netns: (plan.netns && netns_tid != 0)
+                .then(|| cstring(format!("/proc/{parent}/task/{netns_tid}/ns/net").as_bytes()))
+                .transpose()?,
         })
     }
 
@@ -430,6 +445,15 @@ impl Setup {
         // multithreaded parent.
         unsafe {
             self.stay_with(self.parent);
+            if let Some(ns) = &self.netns {
+                // Still in the host user namespace, so the sandbox gets no
+                // privilege over this network namespace.
+                let fd = libc::open(ns.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                if fd < 0 || libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    fail(st, "joining the network namespace");
+                }
+                libc::close(fd);
+            }
             if self.userns {
                 let mut go = [0 as c_int; 2];
                 let mut done = [0 as c_int; 2];
