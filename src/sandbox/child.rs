@@ -1,6 +1,5 @@
 //! The sandbox monitor program ([`helper_main`]) and the code that runs
-//! between `fork` and `exec`: the monitor, the uid mapper, init, and the
-//! probe. Everything after the monitor's first fork is async-signal-safe:
+//! between `fork` and `exec`: the monitor, init, and the probe. Everything after the monitor's first fork is async-signal-safe:
 //! raw syscalls on data prepared by [`Setup::new`], no allocation, no locks.
 
 use std::ffi::{CStr, CString, OsString};
@@ -219,8 +218,8 @@ pub(super) fn parse_args(args: &[OsString]) -> Option<Parsed> {
 /// caller's memory until the `exec`) instead of forking the caller keeps
 /// the caller's size out of every sandbox: a fork of a large, threaded
 /// process copies its page tables and then takes a copy-on-write fault for
-/// every page either side touches, four times over (monitor, mapper, init,
-/// command). The monitor is small and single-threaded.
+/// every page either side touches, four times over (monitor, uid mapper,
+/// init, command). The monitor is small and single-threaded.
 pub(super) fn helper_main(args: Vec<OsString>) -> ! {
     // SAFETY: fcntl, open and dup2 on descriptors this process owns.
     let st = unsafe {
@@ -454,79 +453,44 @@ impl Setup {
                 }
                 libc::close(fd);
             }
-            if self.userns {
-                let mut go = [0 as c_int; 2];
-                let mut done = [0 as c_int; 2];
-                if libc::pipe2(go.as_mut_ptr(), libc::O_CLOEXEC) != 0
-                    || libc::pipe2(done.as_mut_ptr(), libc::O_CLOEXEC) != 0
-                {
-                    fail(st, "pipe");
-                }
-                let mapper = raw_fork();
-                if mapper < 0 {
-                    fail(st, "fork");
-                }
-                if mapper == 0 {
-                    libc::close(go[1]);
-                    libc::close(done[0]);
-                    self.mapper(go[0], done[1]);
-                }
-                libc::close(go[0]);
-                libc::close(done[1]);
-                if libc::unshare(self.clone_flags) != 0 {
-                    fail(st, "unshare namespaces");
-                }
-                libc::write(go[1], b"g".as_ptr().cast(), 1);
-                let mut e = [0u8; 4];
-                let n = libc::read(done[0], e.as_mut_ptr().cast(), 4);
-                libc::waitpid(mapper, ptr::null_mut(), 0);
-                let e = if n == 4 {
-                    i32::from_le_bytes(e)
-                } else {
-                    libc::EIO
-                };
-                if e != 0 {
-                    fail_with(st, "uid/gid map", e);
-                }
-                libc::close(go[1]);
-                libc::close(done[0]);
-                if !self.deny_setgroups && libc::setgroups(0, ptr::null()) != 0 {
-                    fail(st, "setgroups");
-                }
-                if libc::setresgid(0, 0, 0) != 0 {
-                    fail(st, "setgid");
-                }
-                if libc::setresuid(0, 0, 0) != 0 {
-                    fail(st, "setuid");
-                }
-                // Changing credentials cleared the parent-death signal.
-                self.stay_with(self.parent);
-            } else if self.clone_flags != 0 && libc::unshare(self.clone_flags) != 0 {
+            // `go` carries the monitor's word that init may go on (its maps
+            // are written). The monitor keeps its end open until it exits,
+            // so init can also tell from it whether the monitor is alive.
+            let mut go = [0 as c_int; 2];
+            if libc::pipe2(go.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+                fail(st, "pipe");
+            }
+            // Init is born in the new namespaces (pid 1 of the new pid
+            // namespace); the monitor stays in the host's, where it may
+            // write init's uid and gid maps itself.
+            let init = raw_clone(self.clone_flags);
+            if init < 0 {
                 fail(st, "unshare namespaces");
             }
-            if self.clone_flags & libc::CLONE_NEWUTS != 0 {
-                let name = b"totogate-sandbox";
-                if libc::sethostname(name.as_ptr().cast(), name.len()) != 0 {
-                    fail(st, "hostname");
+            if init == 0 {
+                libc::close(go[1]);
+                return self.init(go[0]);
+            }
+            libc::close(go[0]);
+            if self.userns {
+                let mut e = 0;
+                if self.deny_setgroups {
+                    e = write_proc(init, b"setgroups\0", b"deny");
+                }
+                if e == 0 {
+                    e = write_proc(init, b"uid_map\0", &self.uid_map);
+                }
+                if e == 0 {
+                    e = write_proc(init, b"gid_map\0", &self.gid_map);
+                }
+                if e != 0 {
+                    libc::kill(init, libc::SIGKILL);
+                    while libc::waitpid(init, ptr::null_mut(), 0) < 0 && errno() == libc::EINTR {}
+                    fail_with(st, "uid/gid map", e);
                 }
             }
-            if self.mountns {
-                self.mounts();
-            }
-            if libc::chdir(self.dir.as_ptr()) != 0 {
-                fail(st, "chdir to dir");
-            }
-            if self.rlimits {
-                self.limit();
-            }
-            let init = raw_fork();
-            if init < 0 {
-                fail(st, "fork");
-            }
-            if init == 0 {
-                return self.init();
-            }
-            close_all_but(st);
+            libc::write(go[1], b"g".as_ptr().cast(), 1);
+            close_all_but(&[st, go[1]]);
             self.wait_for(init);
         }
     }
@@ -584,31 +548,6 @@ impl Setup {
             if libc::getppid() != parent {
                 libc::_exit(127);
             }
-        }
-    }
-
-    /// Runs in the host user namespace with the caller's privileges and
-    /// writes the monitor's uid and gid maps once it has unshared.
-    unsafe fn mapper(&self, go: RawFd, done: RawFd) -> ! {
-        // SAFETY: raw syscalls on stack buffers and `self`'s byte vectors.
-        unsafe {
-            let mut b = [0u8; 1];
-            if libc::read(go, b.as_mut_ptr().cast(), 1) != 1 {
-                libc::_exit(0);
-            }
-            let pid = libc::getppid();
-            let mut e = 0;
-            if self.deny_setgroups {
-                e = write_proc(pid, b"setgroups\0", b"deny");
-            }
-            if e == 0 {
-                e = write_proc(pid, b"uid_map\0", &self.uid_map);
-            }
-            if e == 0 {
-                e = write_proc(pid, b"gid_map\0", &self.gid_map);
-            }
-            libc::write(done, e.to_le_bytes().as_ptr().cast(), 4);
-            libc::_exit(0)
         }
     }
 
@@ -712,14 +651,59 @@ impl Setup {
         }
     }
 
-    /// Pid 1 of the new pid namespace: mounts its `/proc`, forks the
-    /// command, reaps until the command exits, reports its status and
-    /// exits, which kills whatever else is left in the namespace.
-    fn init(&self) -> io::Result<()> {
+    /// Pid 1 of the new pid namespace, in all the new namespaces: once the
+    /// monitor has written its maps, becomes root there, builds the mount
+    /// tree, mounts its `/proc`, forks the command, reaps until the command
+    /// exits, reports its status and exits, which kills whatever else is
+    /// left in the namespace.
+    fn init(&self, go: RawFd) -> io::Result<()> {
         let st = self.status;
-        // SAFETY: raw syscalls on static strings and stack integers.
+        // SAFETY: raw syscalls on static strings, `self`'s strings and stack
+        // values.
         unsafe {
+            let mut b = [0u8; 1];
+            if libc::read(go, b.as_mut_ptr().cast(), 1) != 1 {
+                // The monitor failed (and reported) or died.
+                libc::_exit(127);
+            }
+            if self.userns {
+                if !self.deny_setgroups && libc::setgroups(0, ptr::null()) != 0 {
+                    fail(st, "setgroups");
+                }
+                if libc::setresgid(0, 0, 0) != 0 {
+                    fail(st, "setgid");
+                }
+                if libc::setresuid(0, 0, 0) != 0 {
+                    fail(st, "setuid");
+                }
+            }
+            // Set after the credentials change, which clears it; if the
+            // monitor died before, its end of `go` is closed by now.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+            let mut p = libc::pollfd {
+                fd: go,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            if libc::poll(&mut p, 1, 0) != 0 {
+                libc::_exit(127);
+            }
+            libc::close(go);
+            if self.clone_flags & libc::CLONE_NEWUTS != 0 {
+                let name = b"totogate-sandbox";
+                if libc::sethostname(name.as_ptr().cast(), name.len()) != 0 {
+                    fail(st, "hostname");
+                }
+            }
+            if self.mountns {
+                self.mounts();
+            }
+            if libc::chdir(self.dir.as_ptr()) != 0 {
+                fail(st, "chdir to dir");
+            }
+            if self.rlimits {
+                self.limit();
+            }
             if self.pidns
                 && self.mountns
                 && libc::mount(
@@ -737,10 +721,10 @@ impl Setup {
                 fail(st, "fork");
             }
             if cmd == 0 {
-                // The command process: std execs it on return.
+                // The command process: `helper_main` execs it.
                 return Ok(());
             }
-            close_all_but(st);
+            close_all_but(&[st]);
             loop {
                 let mut ws = 0;
                 let r = libc::waitpid(-1, &mut ws, 0);
@@ -874,25 +858,47 @@ unsafe fn raw_fork() -> pid_t {
     unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as c_long, 0, 0, 0, 0) as pid_t }
 }
 
-fn close_all_but(keep: RawFd) {
-    // SAFETY: close_range takes no pointers; closing fds this process does
-    // not use (inherited pipes of the parent, std's exec-error pipe) is the
-    // point: their other ends then see EOF.
-    unsafe {
-        if keep > 3 {
-            libc::syscall(
-                libc::SYS_close_range,
-                3 as c_uint,
-                (keep - 1) as c_uint,
-                0 as c_uint,
-            );
+/// Closes every descriptor from 3 up except those in `keep` (at most 4).
+fn close_all_but(keep: &[RawFd]) {
+    let mut sorted = [RawFd::MAX; 4];
+    let n = keep.len().min(4);
+    sorted[..n].copy_from_slice(&keep[..n]);
+    sorted[..n].sort_unstable();
+    let mut from: c_uint = 3;
+    for &k in &sorted[..n] {
+        let k = k as c_uint;
+        if k < from {
+            continue;
         }
+        if k > from {
+            // SAFETY: close_range takes no pointers; closing fds this
+            // process does not use (inherited pipes of the parent) is the
+            // point: their other ends then see EOF.
+            unsafe {
+                libc::syscall(libc::SYS_close_range, from, k - 1, 0 as c_uint);
+            }
+        }
+        from = k + 1;
+    }
+    // SAFETY: as above.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, from, c_uint::MAX, 0 as c_uint);
+    }
+}
+
+/// `fork` with namespace flags: the child starts in the new namespaces
+/// (pid 1 of a new pid namespace). Raw, for the reason [`raw_fork`] gives.
+unsafe fn raw_clone(flags: c_int) -> pid_t {
+    // SAFETY: clone with no new stack is fork(2) with `flags` added.
+    unsafe {
         libc::syscall(
-            libc::SYS_close_range,
-            (keep + 1) as c_uint,
-            c_uint::MAX,
-            0 as c_uint,
-        );
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as c_long,
+            0,
+            0,
+            0,
+            0,
+        ) as pid_t
     }
 }
 

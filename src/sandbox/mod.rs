@@ -19,34 +19,35 @@
 //!
 //! # Design
 //!
-//! [`run`] starts the *monitor* as a fresh process: this same executable,
-//! exec'd with [`HELPER_ARG`] and the plan in its arguments (`main` calls
-//! [`serve`], which hands over to the monitor). With no `pre_exec` hook,
+//! [`run`] starts the *monitor* as a fresh process: the small
+//! `totogate-sandbox` binary installed beside the executable, or else the
+//! executable itself, exec'd with [`HELPER_ARG`] and the plan in its
+//! arguments (`main` calls [`serve`], which hands over to the monitor). With no `pre_exec` hook,
 //! `std` uses `posix_spawn`, which does not copy the caller's page tables;
 //! forking a large multi-threaded verifier four times per inspection (and
 //! taking a copy-on-write fault for every page touched afterwards) cost more
 //! than the whole inspection. The status pipe arrives as the monitor's stdin.
 //! The monitor:
 //!
-//! 1. forks a short-lived *mapper* that stays in the host user namespace, then
-//!    unshares all namespaces; the mapper writes the new namespace's
-//!    `uid_map`/`gid_map` (only a process with `CAP_SETUID` in the parent
-//!    namespace may map another uid). The sandbox's root is host uid 65534
-//!    (`nobody`) when totogate runs as root, so it has no privilege on the
-//!    host and `RLIMIT_NPROC` applies to it (the kernel exempts real uid 0).
-//!    Without root, the caller's own uid is mapped;
-//! 2. builds the mount tree: mounts private, a detached clone of `dir`
+//! 1. creates *init* with `clone` in new user, mount, pid, network (unless
+//!    it joins a pooled one, see `netns`), IPC and UTS namespaces; init is
+//!    pid 1 of the new pid namespace. The monitor stays in the host's
+//!    namespaces and writes init's `uid_map`/`gid_map` (only a process with
+//!    `CAP_SETUID` in the parent namespace may map another uid), then lets
+//!    init go on. The sandbox's root is host uid 65534 (`nobody`) when
+//!    totogate runs as root, so it has no privilege on the host and
+//!    `RLIMIT_NPROC` applies to it (the kernel exempts real uid 0). Without
+//!    root, the caller's own uid is mapped;
+//! 2. init builds the mount tree: mounts private, a detached clone of `dir`
 //!    (`open_tree`), `/` read-only recursively (`mount_setattr`, since
 //!    inherited mounts are locked and `MS_REMOUNT` is not recursive), tmpfs,
 //!    then the clone moved back onto `dir` read-write;
-//! 3. sets the rlimits and forks *init*, pid 1 of the new pid namespace
-//!    (`unshare(CLONE_NEWPID)` only affects children). Init mounts `/proc`,
-//!    forks the command process, which execs the command (a failed `exec`
-//!    is reported on the status pipe and surfaces as a spawn error), and
-//!    reaps until the command exits. When init exits the kernel kills
-//!    everything left in the namespace, so background processes never
-//!    outlive the inspection;
-//! 4. waits for init (through a pidfd, so a short inspection is seen to end
+//! 3. init sets the rlimits, mounts `/proc`, forks the command process,
+//!    which execs the command (a failed `exec` is reported on the status
+//!    pipe and surfaces as a spawn error), and reaps until the command
+//!    exits. When init exits the kernel kills everything left in the
+//!    namespace, so background processes never outlive the inspection;
+//! 4. the monitor waits for init (through a pidfd, so a short inspection is seen to end
 //!    at once) with the timeout; on expiry it `SIGKILL`s init, which takes
 //!    the whole namespace with it, and waits until it is gone.
 //!
