@@ -1,6 +1,7 @@
 //! The sandbox monitor program ([`helper_main`]) and the code that runs
-//! between `fork` and `exec`: the monitor, init, and the probe. Everything after the monitor's first fork is async-signal-safe:
-//! raw syscalls on data prepared by [`Setup::new`], no allocation, no locks.
+//! between `fork` and `exec`: the monitor, init, and the probe. Everything
+//! after the monitor's first fork is async-signal-safe: raw syscalls on data
+//! prepared by [`Setup::new`], no allocation, no locks.
 
 use std::ffi::{CStr, CString, OsString};
 use std::io;

@@ -22,12 +22,12 @@
 //! [`run`] starts the *monitor* as a fresh process: the small
 //! `totogate-sandbox` binary installed beside the executable, or else the
 //! executable itself, exec'd with [`HELPER_ARG`] and the plan in its
-//! arguments (`main` calls [`serve`], which hands over to the monitor). With no `pre_exec` hook,
-//! `std` uses `posix_spawn`, which does not copy the caller's page tables;
-//! forking a large multi-threaded verifier four times per inspection (and
-//! taking a copy-on-write fault for every page touched afterwards) cost more
-//! than the whole inspection. The status pipe arrives as the monitor's stdin.
-//! The monitor:
+//! arguments (`main` calls [`serve`], which hands over to the monitor).
+//! With no `pre_exec` hook, `std` uses `posix_spawn`, which does not copy
+//! the caller's page tables; forking a large multi-threaded verifier for
+//! every inspection (and taking a copy-on-write fault for every page
+//! touched afterwards) cost more than the whole inspection. The status pipe
+//! arrives as the monitor's stdin. The monitor:
 //!
 //! 1. creates *init* with `clone` in new user, mount, pid, network (unless
 //!    it joins a pooled one, see `netns`), IPC and UTS namespaces; init is
@@ -47,9 +47,9 @@
 //!    pipe and surfaces as a spawn error), and reaps until the command
 //!    exits. When init exits the kernel kills everything left in the
 //!    namespace, so background processes never outlive the inspection;
-//! 4. the monitor waits for init (through a pidfd, so a short inspection is seen to end
-//!    at once) with the timeout; on expiry it `SIGKILL`s init, which takes
-//!    the whole namespace with it, and waits until it is gone.
+//! 4. the monitor waits for init (through a pidfd, so a short inspection is
+//!    seen to end at once) with the timeout; on expiry it `SIGKILL`s init,
+//!    which takes the whole namespace with it, and waits until it is gone.
 //!
 //! Results travel over a status pipe in fixed 8-byte records (command wait
 //! status, timeout, or setup failure with its stage and errno). The caller
