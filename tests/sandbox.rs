@@ -330,6 +330,21 @@ fn output_is_capped() {
     let out = run(&["head", "-c", "3000000", "/dev/zero"], dir.path());
     assert_eq!(out.return_value, 0);
     assert_eq!(out.stdout.len(), OUTPUT_CAP);
+    // Both streams flooded at once: one poll loop reads them, so neither
+    // writer is left blocked on a full pipe, and each is capped on its own.
+    let out = run(
+        &[
+            "sh",
+            "-c",
+            "head -c 3000000 /dev/zero & head -c 3000000 /dev/zero >&2; wait",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.return_value, 0);
+    assert_eq!(
+        (out.stdout.len(), out.stderr.len()),
+        (OUTPUT_CAP, OUTPUT_CAP)
+    );
 }
 
 #[test]

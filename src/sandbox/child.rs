@@ -107,12 +107,12 @@ impl Report {
     }
 }
 
-/// What the monitor needs from the caller: its arguments, in order.
-#[derive(Clone, Copy)]
-pub(super) struct Spec<'a> {
-    pub plan: &'a Plan,
-    pub policy: &'a Policy,
-    pub dir: &'a Path,
+/// What the monitor needs from the caller, sent as its arguments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Spec {
+    pub plan: Plan,
+    pub policy: Policy,
+    pub dir: PathBuf,
     pub uid: u32,
     pub gid: u32,
     pub unprivileged: bool,
@@ -122,10 +122,12 @@ pub(super) struct Spec<'a> {
     pub netns_tid: pid_t,
 }
 
-impl Spec<'_> {
-    /// The plan's switches as bits, in a fixed order.
-    fn plan_bits(plan: &Plan) -> u32 {
-        [
+impl Spec {
+    /// The monitor's arguments (after [`super::HELPER_ARG`], before `--`):
+    /// numbers in decimal, the directory last.
+    pub(super) fn to_args(&self) -> Vec<OsString> {
+        let (plan, p) = (&self.plan, &self.policy);
+        let bits = [
             plan.userns,
             plan.mountns,
             plan.pidns,
@@ -137,14 +139,9 @@ impl Spec<'_> {
         ]
         .iter()
         .enumerate()
-        .fold(0, |bits, (i, on)| bits | (u32::from(*on) << i))
-    }
-
-    /// The monitor's arguments (after [`super::HELPER_ARG`], before `--`).
-    pub(super) fn to_args(self) -> Vec<OsString> {
-        let p = self.policy;
+        .fold(0u32, |bits, (i, on)| bits | (u32::from(*on) << i));
         let mut args: Vec<OsString> = [
-            u128::from(Self::plan_bits(self.plan)),
+            u128::from(bits),
             u128::from(self.uid),
             u128::from(self.gid),
             u128::from(self.unprivileged),
@@ -162,53 +159,48 @@ impl Spec<'_> {
         args.push(self.dir.as_os_str().to_owned());
         args
     }
-}
 
-/// [`Spec::to_args`] read back: the plan, the policy, the directory, uid,
-/// gid, unprivileged, the parent's pid, the network namespace's thread;
-/// `None` if malformed.
-type Parsed = (Plan, Policy, PathBuf, u32, u32, bool, pid_t, pid_t);
-
-pub(super) fn parse_args(args: &[OsString]) -> Option<Parsed> {
-    let [bits, uid, gid, unpriv, parent, netns, timeout, cpu, mem, nproc, fsize, dir] = args else {
-        return None;
-    };
-    let num = |a: &OsString| a.to_str()?.parse::<u128>().ok();
-    let bits = num(bits)?;
-    let on = |i: u32| bits & (1 << i) != 0;
-    let plan = Plan {
-        userns: on(0),
-        mountns: on(1),
-        pidns: on(2),
-        netns: on(3),
-        ipcns: on(4),
-        utsns: on(5),
-        readonly: on(6),
-        rlimits: on(7),
-        missing: Vec::new(),
-    };
-    let timeout = num(timeout)?;
-    let policy = Policy {
-        timeout: Duration::new(
-            u64::try_from(timeout / 1_000_000_000).ok()?,
-            (timeout % 1_000_000_000) as u32,
-        ),
-        cpu_seconds: num(cpu)?.try_into().ok()?,
-        memory_bytes: num(mem)?.try_into().ok()?,
-        max_processes: num(nproc)?.try_into().ok()?,
-        max_file_bytes: num(fsize)?.try_into().ok()?,
-        allow_weak: false,
-    };
-    Some((
-        plan,
-        policy,
-        PathBuf::from(dir),
-        num(uid)?.try_into().ok()?,
-        num(gid)?.try_into().ok()?,
-        num(unpriv)? != 0,
-        num(parent)?.try_into().ok()?,
-        num(netns)?.try_into().ok()?,
-    ))
+    /// [`Spec::to_args`] read back; `None` if malformed.
+    pub(super) fn parse(args: &[OsString]) -> Option<Spec> {
+        let [bits, uid, gid, unpriv, parent, netns, timeout, cpu, mem, nproc, fsize, dir] = args
+        else {
+            return None;
+        };
+        let num = |a: &OsString| a.to_str()?.parse::<u128>().ok();
+        let bits = num(bits)?;
+        let on = |i: u32| bits & (1 << i) != 0;
+        let timeout = num(timeout)?;
+        Some(Spec {
+            plan: Plan {
+                userns: on(0),
+                mountns: on(1),
+                pidns: on(2),
+                netns: on(3),
+                ipcns: on(4),
+                utsns: on(5),
+                readonly: on(6),
+                rlimits: on(7),
+                missing: Vec::new(),
+            },
+            policy: Policy {
+                timeout: Duration::new(
+                    u64::try_from(timeout / 1_000_000_000).ok()?,
+                    (timeout % 1_000_000_000) as u32,
+                ),
+                cpu_seconds: num(cpu)?.try_into().ok()?,
+                memory_bytes: num(mem)?.try_into().ok()?,
+                max_processes: num(nproc)?.try_into().ok()?,
+                max_file_bytes: num(fsize)?.try_into().ok()?,
+                allow_weak: false,
+            },
+            dir: PathBuf::from(dir),
+            uid: num(uid)?.try_into().ok()?,
+            gid: num(gid)?.try_into().ok()?,
+            unprivileged: num(unpriv)? != 0,
+            parent: num(parent)?.try_into().ok()?,
+            netns_tid: num(netns)?.try_into().ok()?,
+        })
+    }
 }
 
 /// The sandbox monitor, a fresh process exec'd by [`super::run`]: `args`
@@ -240,19 +232,8 @@ pub(super) fn helper_main(args: Vec<OsString>) -> ! {
         Some(i) if i + 1 < args.len() => (&args[..i], &args[i + 1..]),
         _ => fail_with(st, "starting the monitor", libc::EINVAL),
     };
-    let Some((plan, policy, dir, uid, gid, unprivileged, parent, netns_tid)) = parse_args(spec)
-    else {
+    let Some(spec) = Spec::parse(spec) else {
         fail_with(st, "starting the monitor", libc::EINVAL)
-    };
-    let spec = Spec {
-        plan: &plan,
-        policy: &policy,
-        dir: &dir,
-        uid,
-        gid,
-        unprivileged,
-        parent,
-        netns_tid,
     };
     let setup = Setup::new(&spec, st).unwrap_or_else(|e| {
         fail_with(
@@ -371,7 +352,7 @@ pub(super) struct Setup {
 }
 
 impl Setup {
-    pub(super) fn new(spec: &Spec<'_>, status: RawFd) -> io::Result<Setup> {
+    pub(super) fn new(spec: &Spec, status: RawFd) -> io::Result<Setup> {
         let Spec {
             plan,
             policy,
@@ -381,7 +362,9 @@ impl Setup {
             unprivileged,
             parent,
             netns_tid,
-        } = *spec;
+        } = spec;
+        let (uid, gid, unprivileged, parent, netns_tid) =
+            (*uid, *gid, *unprivileged, *parent, *netns_tid);
         let mut clone_flags = 0;
         for (on, flag) in [
             (plan.userns, libc::CLONE_NEWUSER),
@@ -441,8 +424,8 @@ impl Setup {
         let st = self.status;
         // SAFETY (whole block): raw syscalls on buffers owned by `self` or
         // on the stack, valid for the duration of each call; nothing
-        // allocates or takes a lock, as required after fork in a possibly
-        // multithreaded parent.
+        // allocates or takes a lock, so init, forked from here, may run
+        // the same way.
         unsafe {
             self.stay_with(self.parent);
             if let Some(ns) = &self.netns {

@@ -106,11 +106,16 @@ pub fn serve() {
     if args.nth(1).is_some_and(|a| a == HELPER_ARG) {
         child::helper_main(args.collect());
     }
-    let sibling = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.join(HELPER_NAME)))
-        .filter(|p| is_executable_file(p));
-    set_helper(sibling.unwrap_or_else(|| PathBuf::from("/proc/self/exe")));
+    set_helper(pick_helper(std::env::current_exe().ok().as_deref()));
+}
+
+/// [`HELPER_NAME`] beside `exe` when it is an executable file there, else
+/// `/proc/self/exe`.
+fn pick_helper(exe: Option<&Path>) -> PathBuf {
+    exe.and_then(Path::parent)
+        .map(|d| d.join(HELPER_NAME))
+        .filter(|p| is_executable_file(p))
+        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"))
 }
 
 fn is_executable_file(p: &Path) -> bool {
@@ -388,6 +393,9 @@ pub fn run(argv: &[String], dir: &Path, policy: &Policy) -> Result<Outcome, Sand
     if argv.is_empty() {
         return Err(SandboxError::EmptyCommand);
     }
+    let Some(helper) = HELPER.get() else {
+        return Err(SandboxError::NoHelper);
+    };
     let command = argv.join(" ");
     let plan =
         decide(&probe(), policy.allow_weak).map_err(|missing| SandboxError::Unavailable {
@@ -417,9 +425,6 @@ pub fn run(argv: &[String], dir: &Path, policy: &Policy) -> Result<Outcome, Sand
         hand_over(&dir, uid, gid).map_err(prepare(&dir))?;
     }
 
-    let Some(helper) = HELPER.get() else {
-        return Err(SandboxError::NoHelper);
-    };
     let (status_r, status_w) = io::pipe().map_err(prepare(&dir))?;
     // SAFETY: getpid has no preconditions and cannot fail.
     let parent = unsafe { libc::getpid() };
@@ -429,9 +434,9 @@ pub fn run(argv: &[String], dir: &Path, policy: &Policy) -> Result<Outcome, Sand
         .then(netns::take)
         .flatten();
     let spec = child::Spec {
-        plan: &plan,
-        policy,
-        dir: &dir,
+        plan: plan.clone(),
+        policy: policy.clone(),
+        dir: dir.clone(),
         uid,
         gid,
         unprivileged: euid != 0,
@@ -481,11 +486,18 @@ pub fn run(argv: &[String], dir: &Path, policy: &Policy) -> Result<Outcome, Sand
     let deadline = Instant::now() + policy.timeout + GRACE;
     // Until the monitor has reported (it closes the status pipe by exiting),
     // or past the deadline.
-    let hard_timeout = !drain(&mut pipes, |p| p[2].fd.is_none(), Some(deadline));
+    let hard_timeout = !drain(&mut pipes, |p| p[2].fd.is_none(), deadline);
     // The monitor is not reaped yet, so `pgid` still names our group. Once
-    // the group is dead nothing holds the pipes, so draining them ends.
+    // the group and the pid namespace are dead nothing holds the pipes, so
+    // draining them ends; the bound is for a sandbox without a pid
+    // namespace (`allow_weak`), where a process that left the group can
+    // keep them open.
     kill_group(pgid);
-    drain(&mut pipes, |p| p.iter().all(|c| c.fd.is_none()), None);
+    drain(
+        &mut pipes,
+        |p| p.iter().all(|c| c.fd.is_none()),
+        Instant::now() + GRACE,
+    );
     let _ = child.wait();
     let [stdout, stderr, status] = pipes.map(|c| c.kept);
     let report = child::Report::parse(&status);
@@ -623,24 +635,15 @@ impl Capped {
 
 /// Reads whatever `pipes` have until `done(pipes)` holds (true) or the
 /// deadline passes (false). A pipe is closed at its end or on an error.
-fn drain(
-    pipes: &mut [Capped; 3],
-    done: impl Fn(&[Capped; 3]) -> bool,
-    deadline: Option<Instant>,
-) -> bool {
+fn drain(pipes: &mut [Capped; 3], done: impl Fn(&[Capped; 3]) -> bool, deadline: Instant) -> bool {
     use std::os::fd::AsRawFd;
     let mut buf = [0u8; 16 * 1024];
     while !done(pipes) {
-        let timeout = match deadline {
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return false;
-                }
-                left.as_millis().min(i32::MAX as u128) as i32 + 1
-            }
-            None => -1,
-        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let timeout = left.as_millis().min(i32::MAX as u128 - 1) as i32 + 1;
         let mut fds: Vec<libc::pollfd> = pipes
             .iter()
             .map(|c| libc::pollfd {
@@ -813,31 +816,42 @@ mod tests {
             max_file_bytes: 1 << 20,
             allow_weak: false,
         };
-        let dir = Path::new("/tmp/a dir/ünïcode");
         let spec = child::Spec {
-            plan: &plan,
-            policy: &policy,
-            dir,
+            plan,
+            policy,
+            dir: PathBuf::from("/tmp/a dir/ünïcode"),
             uid: 65534,
             gid: 65533,
             unprivileged: true,
             parent: 4242,
             netns_tid: 4343,
         };
-        let (p, pol, d, uid, gid, unpriv, parent, netns) =
-            child::parse_args(&spec.to_args()).unwrap();
-        assert_eq!(p, plan);
-        assert_eq!(pol, policy);
-        assert_eq!(
-            (d.as_path(), uid, gid, unpriv, parent, netns),
-            (dir, 65534, 65533, true, 4242, 4343)
-        );
+        assert_eq!(child::Spec::parse(&spec.to_args()), Some(spec.clone()));
         let mut short = spec.to_args();
         short.pop();
-        assert!(child::parse_args(&short).is_none());
+        assert!(child::Spec::parse(&short).is_none());
         let mut bad = spec.to_args();
         bad[1] = "-1".into();
-        assert!(child::parse_args(&bad).is_none());
+        assert!(child::Spec::parse(&bad).is_none());
+    }
+
+    #[test]
+    fn the_small_monitor_is_taken_only_when_it_is_an_executable_beside_us() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let exe = d.path().join("totogate");
+        let own = PathBuf::from("/proc/self/exe");
+        assert_eq!(pick_helper(Some(&exe)), own, "absent");
+        let small = d.path().join(HELPER_NAME);
+        std::fs::write(&small, b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&small, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(pick_helper(Some(&exe)), own, "not executable");
+        std::fs::set_permissions(&small, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(pick_helper(Some(&exe)), small);
+        std::fs::remove_file(&small).unwrap();
+        std::fs::create_dir(&small).unwrap();
+        assert_eq!(pick_helper(Some(&exe)), own, "a directory");
+        assert_eq!(pick_helper(None), own);
     }
 
     #[test]
