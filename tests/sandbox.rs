@@ -32,6 +32,11 @@ fn run(cmd: &[&str], dir: &Path) -> Outcome {
     sandbox::run(&argv(cmd), dir, &policy(Duration::from_secs(30))).unwrap()
 }
 
+/// `run` of a shell script.
+fn sh(script: &str, dir: &Path) -> Outcome {
+    run(&["sh", "-c", script], dir)
+}
+
 /// A string no other process on the host has in its command line.
 fn marker(tag: &str) -> String {
     let nanos = SystemTime::now()
@@ -145,7 +150,7 @@ fn host_is_read_only_but_dir_is_writable() {
         script += &format!("echo pwned > {}; ", p.display());
     }
     script += "echo inside > ok.txt && mkdir sub && echo nested > sub/f && echo done";
-    let out = run(&["sh", "-c", &script], dir.path());
+    let out = sh(&script, dir.path());
 
     for p in &outside {
         assert!(!p.exists(), "{} was created on the host", p.display());
@@ -165,10 +170,7 @@ fn host_is_read_only_but_dir_is_writable() {
         "nested\n"
     );
     // /tmp inside is a private tmpfs: writable there, invisible here.
-    let out = run(
-        &["sh", "-c", &format!("echo t > /tmp/{m} && cat /tmp/{m}")],
-        dir.path(),
-    );
+    let out = sh(&format!("echo t > /tmp/{m} && cat /tmp/{m}"), dir.path());
     assert_eq!(out.stdout, b"t\n");
     assert!(!Path::new(&format!("/tmp/{m}")).exists());
 }
@@ -251,10 +253,7 @@ fn timeout_kills_the_whole_tree() {
 #[test]
 fn exit_code_stdout_and_clean_environment() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(
-        &["sh", "-c", "echo hello; echo oops >&2; exit 7"],
-        dir.path(),
-    );
+    let out = sh("echo hello; echo oops >&2; exit 7", dir.path());
     assert_eq!(out.return_value, 7);
     assert_eq!(out.stdout, b"hello\n");
     assert_eq!(out.stderr, b"oops\n");
@@ -281,12 +280,8 @@ fn exit_code_stdout_and_clean_environment() {
     // Signal state of a fresh process: the monitor is a Rust program, whose
     // runtime ignores SIGPIPE, but the command must not inherit that (`yes`
     // would complain about EPIPE instead of dying quietly), nor a mask.
-    let out = run(
-        &[
-            "sh",
-            "-c",
-            "yes | head -c 1 >/dev/null; grep -E '^Sig(Blk|Ign)' /proc/self/status",
-        ],
+    let out = sh(
+        "yes | head -c 1 >/dev/null; grep -E '^Sig(Blk|Ign)' /proc/self/status",
         dir.path(),
     );
     assert_eq!(out.return_value, 0);
@@ -297,7 +292,7 @@ fn exit_code_stdout_and_clean_environment() {
     );
 
     // Killed by a signal: minus its number, as Python's subprocess reports.
-    let out = run(&["sh", "-c", "kill -9 $$"], dir.path());
+    let out = sh("kill -9 $$", dir.path());
     assert_eq!(out.return_value, -9);
 
     let out = run(&["pwd"], dir.path());
@@ -307,12 +302,8 @@ fn exit_code_stdout_and_clean_environment() {
 #[test]
 fn sees_only_its_own_processes_and_no_stdin() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(
-        &[
-            "sh",
-            "-c",
-            "ls /proc | grep -c '^[0-9]'; echo $$; id -u; cat",
-        ],
+    let out = sh(
+        "ls /proc | grep -c '^[0-9]'; echo $$; id -u; cat",
         dir.path(),
     );
     let text = String::from_utf8(out.stdout).unwrap();
@@ -332,12 +323,8 @@ fn output_is_capped() {
     assert_eq!(out.stdout.len(), OUTPUT_CAP);
     // Both streams flooded at once: one poll loop reads them, so neither
     // writer is left blocked on a full pipe, and each is capped on its own.
-    let out = run(
-        &[
-            "sh",
-            "-c",
-            "head -c 3000000 /dev/zero & head -c 3000000 /dev/zero >&2; wait",
-        ],
+    let out = sh(
+        "head -c 3000000 /dev/zero & head -c 3000000 /dev/zero >&2; wait",
         dir.path(),
     );
     assert_eq!(out.return_value, 0);
