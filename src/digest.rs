@@ -325,8 +325,8 @@ pub fn record_cached(
                     continue;
                 };
                 let mut stats = Vec::new();
-                let hashed =
-                    File::open(&on_disk).and_then(|mut f| walk.hash_open(&mut f, &mut stats));
+                let hashed = File::open(&on_disk)
+                    .and_then(|mut f| walk.hash_open(&mut f, &mut stats, false));
                 match hashed {
                     Ok(h) => walk.push(vec![(key, h)], stats),
                     Err(source) => walk.fail(DigestError::Io {
@@ -354,6 +354,7 @@ pub fn record_cached(
                             None => None,
                         };
                         let dir = Arc::new(DirNode {
+                            short_read_is_eof: short_read_is_eof(&fd),
                             fd,
                             key: path,
                             disk: on_disk,
@@ -410,6 +411,8 @@ struct DirNode {
     disk: PathBuf,
     id: (u64, u64),
     parent: Option<Arc<DirNode>>,
+    /// Its files' reads stop at the first short read (see [`short_read_is_eof`]).
+    short_read_is_eof: bool,
     /// With `confine_links`: the directory the walk started at, which
     /// symlinks are resolved beneath.
     root: Option<Arc<Root>>,
@@ -626,7 +629,14 @@ impl Walk<'_> {
                 {
                     continue;
                 }
+                // A mount point below may be another kind of file system.
+                let short = if st.st_dev == dir.id.0 {
+                    dir.short_read_is_eof
+                } else {
+                    short_read_is_eof(&fd)
+                };
                 let child = Arc::new(DirNode {
+                    short_read_is_eof: short,
                     fd,
                     key,
                     disk: dir.disk.join(name_str),
@@ -646,7 +656,7 @@ impl Walk<'_> {
             match beneath {
                 Some(fd) => {
                     let h = self
-                        .hash_open(&mut File::from(fd), &mut linked_stats)
+                        .hash_open(&mut File::from(fd), &mut linked_stats, false)
                         .map_err(|source| DigestError::Io {
                             path: dir.disk.join(OsStr::from_bytes(bytes)),
                             source,
@@ -666,12 +676,12 @@ impl Walk<'_> {
                 if self.stopped() {
                     return Ok(());
                 }
-                let h =
-                    self.hash_at(&dir.fd, name, &mut stats)
-                        .map_err(|source| DigestError::Io {
-                            path: dir.disk.join(OsStr::from_bytes(name.as_bytes())),
-                            source,
-                        })?;
+                let h = self
+                    .hash_at(dir, name, &mut stats)
+                    .map_err(|source| DigestError::Io {
+                        path: dir.disk.join(OsStr::from_bytes(name.as_bytes())),
+                        source,
+                    })?;
                 done.push((std::mem::take(key), h));
             }
             self.push(done, stats);
@@ -686,19 +696,20 @@ impl Walk<'_> {
 
     fn hash_at(
         &self,
-        dir: &OwnedFd,
+        dir: &DirNode,
         name: &CStr,
         stats: &mut Vec<(StatKey, HashDict)>,
     ) -> io::Result<HashDict> {
         if let Some(reuse) = &self.reuse {
-            if let Ok(st) = fstatat(dir, name, AtFlags::empty()) {
+            if let Ok(st) = fstatat(&dir.fd, name, AtFlags::empty()) {
                 if let Some(h) = reuse.lookup(&st) {
                     return Ok(h);
                 }
             }
         }
-        let fd = nix::fcntl::openat(dir, name, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())?;
-        self.hash_open(&mut File::from(fd), stats)
+        let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::openat(&dir.fd, name, flags, Mode::empty())?;
+        self.hash_open(&mut File::from(fd), stats, dir.short_read_is_eof)
     }
 
     /// Hashes an open file, noting its identity if the walk remembers.
@@ -706,8 +717,10 @@ impl Walk<'_> {
         &self,
         f: &mut File,
         stats: &mut Vec<(StatKey, HashDict)>,
+        short_read_is_eof: bool,
     ) -> io::Result<HashDict> {
-        let h = hash_reader(f, &self.opts.algorithms, self.opts.normalize_line_endings)?;
+        let (algs, eol) = (&self.opts.algorithms, self.opts.normalize_line_endings);
+        let h = hash_reader(f, algs, eol, short_read_is_eof)?;
         if self.remember {
             if let Ok(st) = nix::sys::stat::fstat(&*f) {
                 stats.push((StatKey::of(&st), h.clone()));
@@ -789,23 +802,57 @@ const CHUNK: usize = 1 << 17;
 
 /// Streams one file through every requested hash.
 pub fn hash_file(path: &Path, algs: &[HashAlg], normalize_eol: bool) -> io::Result<HashDict> {
-    hash_reader(&mut File::open(path)?, algs, normalize_eol)
+    hash_reader(&mut File::open(path)?, algs, normalize_eol, false)
+}
+
+/// Whether a short read from a regular file in the directory `dir` means
+/// end of file, so the read that would return 0 can be skipped (one system
+/// call of four per small file). True on local disk and memory file systems,
+/// whose reads are served from the page cache up to the file's size and are
+/// cut short otherwise only by a fatal signal. Not assumed elsewhere: a FUSE
+/// server, a network file system or a /proc file may return less before the
+/// end.
+fn short_read_is_eof(dir: &OwnedFd) -> bool {
+    use nix::sys::statfs::{
+        fstatfs, BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, F2FS_SUPER_MAGIC, TMPFS_MAGIC,
+        XFS_SUPER_MAGIC,
+    };
+    // ext2, ext3 and ext4 share one magic number.
+    fstatfs(dir).is_ok_and(|s| {
+        [
+            EXT4_SUPER_MAGIC,
+            XFS_SUPER_MAGIC,
+            BTRFS_SUPER_MAGIC,
+            F2FS_SUPER_MAGIC,
+            TMPFS_MAGIC,
+        ]
+        .contains(&s.filesystem_type())
+    })
 }
 
 /// Streams `f` through every requested hash, reading into a per-thread
 /// buffer (a fresh 1 MiB buffer per file would cost an mmap/munmap pair
 /// each, which dominates on small files).
-fn hash_reader(f: &mut File, algs: &[HashAlg], normalize_eol: bool) -> io::Result<HashDict> {
+fn hash_reader(
+    f: &mut File,
+    algs: &[HashAlg],
+    normalize_eol: bool,
+    short_read_is_eof: bool,
+) -> io::Result<HashDict> {
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; CHUNK]);
     }
-    BUF.with(|buf| hash_reader_with(f, algs, normalize_eol, &mut buf.borrow_mut()))
+    BUF.with(|buf| {
+        let buf = &mut buf.borrow_mut();
+        hash_reader_with(f, algs, normalize_eol, short_read_is_eof, buf)
+    })
 }
 
 fn hash_reader_with(
     f: &mut File,
     algs: &[HashAlg],
     normalize_eol: bool,
+    short_read_is_eof: bool,
     buf: &mut [u8],
 ) -> io::Result<HashDict> {
     let mut s256 = algs.contains(&HashAlg::Sha256).then(Sha256::new);
@@ -833,6 +880,9 @@ fn hash_reader_with(
         }
         if let Some(h) = s512.as_mut() {
             h.update(chunk);
+        }
+        if short_read_is_eof && n < buf.len() {
+            break;
         }
     }
     if pending_cr {
@@ -941,6 +991,40 @@ mod tests {
             .map(|(k, h)| (k.clone(), h["sha256"].clone()))
             .collect();
         assert_eq!(got, expected);
+    }
+
+    /// Sizes around the read size: a file that fills the buffer exactly must
+    /// still be read on to its end, whether or not short reads are trusted.
+    #[test]
+    fn files_around_the_read_size_hash_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let mut expected = BTreeMap::new();
+        for (i, size) in [0, 1, 4096, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 5]
+            .into_iter()
+            .enumerate()
+        {
+            let body: Vec<u8> = (0..size).map(|j| (j * 7 + i) as u8).collect();
+            let name = format!("f{size}");
+            std::fs::write(d.path().join(&name), &body).unwrap();
+            expected.insert(name, hex::encode(Sha512::digest(&body)));
+        }
+        let opts = RecordOptions {
+            base_path: Some(d.path().to_path_buf()),
+            algorithms: vec![HashAlg::Sha512],
+            ..Default::default()
+        };
+        let (m, _) = record(&[".".into()], &opts).unwrap();
+        let got: BTreeMap<String, String> = m
+            .iter()
+            .map(|(k, h)| (k.clone(), h["sha512"].clone()))
+            .collect();
+        assert_eq!(got, expected);
+        let dir = open_dir(None, d.path().as_os_str().as_bytes(), true).unwrap();
+        let on = short_read_is_eof(&dir);
+        eprintln!("short reads trusted in {}: {on}", d.path().display());
+        // /proc files return less than asked before their end.
+        let proc = open_dir(None, b"/proc/self", true).unwrap();
+        assert!(!short_read_is_eof(&proc));
     }
 
     #[test]
