@@ -302,11 +302,13 @@ fn names(ps: &[Protection]) -> String {
     ps.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
 }
 
+/// The probe's answer, once it ran.
+static PROBED: OnceLock<u8> = OnceLock::new();
+
 /// The protections available on this host, probed once in a throw-away
 /// child process and cached.
 pub fn probe() -> Vec<Protection> {
-    static CACHE: OnceLock<u8> = OnceLock::new();
-    let mask = *CACHE.get_or_init(probe_mask);
+    let mask = *PROBED.get_or_init(probe_mask);
     Protection::ALL
         .into_iter()
         .filter(|p| mask & p.bit() != 0)
@@ -397,11 +399,33 @@ pub fn run(argv: &[String], dir: &Path, policy: &Policy) -> Result<Outcome, Sand
         return Err(SandboxError::NoHelper);
     };
     let command = argv.join(" ");
-    let plan =
-        decide(&probe(), policy.allow_weak).map_err(|missing| SandboxError::Unavailable {
-            command: command.clone(),
-            missing,
-        })?;
+    let unavailable = |missing| SandboxError::Unavailable {
+        command: command.clone(),
+        missing,
+    };
+    // Every protection is assumed until a sandbox fails to set up; only
+    // then does the probe (a fork of this process that tries each one) say
+    // what this host lacks. Most hosts have them all, and the probe cost a
+    // few milliseconds per process (per apt run, per `check`).
+    if PROBED.get().is_none() {
+        let all = decide(&Protection::ALL, false).expect("nothing is missing");
+        match run_planned(argv, dir, policy, helper, all) {
+            Err(SandboxError::Setup { .. }) if probe().len() < Protection::ALL.len() => {}
+            done => return done,
+        }
+    }
+    let plan = decide(&probe(), policy.allow_weak).map_err(unavailable)?;
+    run_planned(argv, dir, policy, helper, plan)
+}
+
+fn run_planned(
+    argv: &[String],
+    dir: &Path,
+    policy: &Policy,
+    helper: &PathBuf,
+    plan: Plan,
+) -> Result<Outcome, SandboxError> {
+    let command = argv.join(" ");
     let prepare = |path: &Path| {
         let command = command.clone();
         let path = path.to_path_buf();
