@@ -75,6 +75,8 @@ pub struct IntotoConfig {
     pub http_proxy: Option<String>,
     /// `Acquire::http::Timeout`, seconds.
     pub http_timeout: Option<Duration>,
+    /// `Acquire::ForceHash`: the one hash type apt compares downloads by.
+    pub force_hash: Option<String>,
     /// `Debug::Acquire::intoto`.
     pub debug: bool,
     /// Unknown `APT::Intoto` items and values that were ignored.
@@ -171,6 +173,8 @@ impl IntotoConfig {
                         .warnings
                         .push(format!("ignoring {key}={value:?}: not a number of seconds")),
                 }
+            } else if key.eq_ignore_ascii_case("Acquire::ForceHash") && !value.is_empty() {
+                cfg.force_hash = Some(value.to_string());
             } else if key.eq_ignore_ascii_case("Debug::Acquire::intoto") {
                 cfg.debug = cfg.bool_item(key, value);
             }
