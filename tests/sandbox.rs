@@ -90,12 +90,56 @@ fn network_is_unreachable() {
     );
 }
 
-/// As root, inspections share pooled network namespaces, one at a time.
-/// Nothing of one inspection's network state may reach the next: its
-/// abstract Unix socket (held past its end by a background process) is
-/// gone, and it could not bring the loopback up in the first place.
+/// Inspections share pooled network namespaces, one at a time. Nothing of
+/// one inspection's network state may reach the next: its abstract Unix
+/// socket (held past its end by a background process) is gone, and it could
+/// not bring the loopback up in the first place (in a namespace of its own,
+/// fresh, it could: so this also tells that the pool was used).
 #[test]
 fn network_namespace_keeps_nothing_between_inspections() {
+    pooled_namespaces_keep_nothing();
+}
+
+/// The same for a caller that is not root (apt's method runs as `_apt`):
+/// the namespaces then come from a holder process in a user namespace of
+/// its own. The test runs itself again as `nobody`; the holder is gone once
+/// that process is.
+#[test]
+fn network_namespace_keeps_nothing_between_inspections_as_another_user() {
+    use std::os::unix::process::CommandExt;
+    const AS_NOBODY: &str = "TOTOGATE_TEST_AS_NOBODY";
+    let name = "network_namespace_keeps_nothing_between_inspections_as_another_user";
+    if std::env::var_os(AS_NOBODY).is_some() {
+        pooled_namespaces_keep_nothing();
+        assert_eq!(count_procs(sandbox::HOLDER_ARG), 1, "one holder");
+        return;
+    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test runs itself as nobody, which needs root (as CI runs)"
+    );
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(AS_NOBODY, "1")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("1 passed"), "{text}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while count_procs(sandbox::HOLDER_ARG) > 0 {
+        assert!(Instant::now() < deadline, "the holder outlived its caller");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn pooled_namespaces_keep_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let m = marker("abstract");
     let first = format!(

@@ -117,9 +117,19 @@ pub(super) struct Spec {
     pub gid: u32,
     pub unprivileged: bool,
     pub parent: pid_t,
-    /// A thread of `parent` whose network namespace the sandbox joins
-    /// instead of creating one (see `super::netns`); 0 for a new one.
-    pub netns_tid: pid_t,
+    /// A pooled network namespace the sandbox joins instead of creating
+    /// one (see `super::netns`).
+    pub netns: Option<Pooled>,
+}
+
+/// Where a pooled network namespace is: the thread `tid` of process `pid`
+/// is in it. `in_holder`: `pid` is the holder, whose user namespace owns
+/// the network namespace and is joined first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Pooled {
+    pub pid: pid_t,
+    pub tid: pid_t,
+    pub in_holder: bool,
 }
 
 impl Spec {
@@ -146,7 +156,9 @@ impl Spec {
             u128::from(self.gid),
             u128::from(self.unprivileged),
             self.parent as u128,
-            self.netns_tid as u128,
+            self.netns.map_or(0, |n| n.pid as u128),
+            self.netns.map_or(0, |n| n.tid as u128),
+            self.netns.map_or(0, |n| u128::from(n.in_holder)),
             p.timeout.as_nanos(),
             u128::from(p.cpu_seconds),
             u128::from(p.memory_bytes),
@@ -162,7 +174,8 @@ impl Spec {
 
     /// [`Spec::to_args`] read back; `None` if malformed.
     pub(super) fn parse(args: &[OsString]) -> Option<Spec> {
-        let [bits, uid, gid, unpriv, parent, netns, timeout, cpu, mem, nproc, fsize, dir] = args
+        let [bits, uid, gid, unpriv, parent, ns_pid, ns_tid, ns_holder, timeout, cpu, mem, nproc, fsize, dir] =
+            args
         else {
             return None;
         };
@@ -198,7 +211,15 @@ impl Spec {
             gid: num(gid)?.try_into().ok()?,
             unprivileged: num(unpriv)? != 0,
             parent: num(parent)?.try_into().ok()?,
-            netns_tid: num(netns)?.try_into().ok()?,
+            netns: match (num(ns_pid)?, num(ns_tid)?, num(ns_holder)?) {
+                (0, 0, 0) => None,
+                (pid, tid, holder) if pid > 0 && tid > 0 && holder < 2 => Some(Pooled {
+                    pid: pid.try_into().ok()?,
+                    tid: tid.try_into().ok()?,
+                    in_holder: holder == 1,
+                }),
+                _ => return None,
+            },
         })
     }
 }
@@ -297,6 +318,58 @@ pub(super) fn helper_main(args: Vec<OsString>) -> ! {
     }
 }
 
+/// The holder of pooled network namespaces for a caller that is not root
+/// (see `super::netns`), exec'd with [`super::HOLDER_ARG`]. Makes a user
+/// namespace of its own, owned by the caller's user and mapping only its
+/// ids (to themselves), then serves requests on stdin, five bytes each: `n`
+/// makes a thread in a new network namespace and answers its id (an i32,
+/// little-endian, on stdout; 0 if it could not); `d` and a thread id end
+/// that thread. Exits when stdin closes, that is with the caller.
+pub(super) fn holder_main() -> ! {
+    use std::collections::HashMap;
+    use std::io::{Read, Write};
+    // SAFETY: raw syscalls on stack values and on buffers that outlive them;
+    // still single-threaded, as unshare(CLONE_NEWUSER) requires.
+    let ok = unsafe {
+        let (uid, gid) = (libc::geteuid(), libc::getegid());
+        let me = libc::getpid();
+        libc::unshare(libc::CLONE_NEWUSER) == 0
+            && write_proc(me, b"setgroups\0", b"deny") == 0
+            && write_proc(me, b"uid_map\0", format!("{uid} {uid} 1\n").as_bytes()) == 0
+            && write_proc(me, b"gid_map\0", format!("{gid} {gid} 1\n").as_bytes()) == 0
+    };
+    if !ok {
+        std::process::exit(1);
+    }
+    let (mut input, mut out) = (io::stdin().lock(), io::stdout().lock());
+    let mut parked = HashMap::new();
+    let mut cmd = [0u8; 5];
+    while input.read_exact(&mut cmd).is_ok() {
+        let tid = pid_t::from_le_bytes([cmd[1], cmd[2], cmd[3], cmd[4]]);
+        match cmd[0] {
+            b'n' => {
+                let made = super::netns::park();
+                let reply = made.as_ref().map_or(0, |(tid, _)| *tid);
+                if let Some((tid, keep)) = made {
+                    parked.insert(tid, keep);
+                }
+                if out
+                    .write_all(&reply.to_le_bytes())
+                    .and_then(|()| out.flush())
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            b'd' => {
+                parked.remove(&tid);
+            }
+            _ => break,
+        }
+    }
+    std::process::exit(0)
+}
+
 /// The kernel's `struct sigaction` for `rt_sigaction(2)` on x86_64 and
 /// aarch64 (64 signals, so an 8-byte mask).
 #[repr(C)]
@@ -347,8 +420,11 @@ pub(super) struct Setup {
     timeout_ns: u128,
     status: RawFd,
     parent: pid_t,
-    /// `/proc/<parent>/task/<tid>/ns/net` to join, when pooled.
+    /// `/proc/<pid>/task/<tid>/ns/net` to join, when pooled.
     netns: Option<CString>,
+    /// `/proc/<holder>/ns/user`, the user namespace that owns `netns`, to
+    /// join first, when it is not the host's.
+    netns_owner: Option<CString>,
 }
 
 impl Setup {
@@ -361,16 +437,16 @@ impl Setup {
             gid,
             unprivileged,
             parent,
-            netns_tid,
+            netns,
         } = spec;
-        let (uid, gid, unprivileged, parent, netns_tid) =
-            (*uid, *gid, *unprivileged, *parent, *netns_tid);
+        let (uid, gid, unprivileged, parent) = (*uid, *gid, *unprivileged, *parent);
+        let pooled = netns.filter(|_| plan.netns);
         let mut clone_flags = 0;
         for (on, flag) in [
             (plan.userns, libc::CLONE_NEWUSER),
             (plan.mountns, libc::CLONE_NEWNS),
             (plan.pidns, libc::CLONE_NEWPID),
-            (plan.netns && netns_tid == 0, libc::CLONE_NEWNET),
+            (plan.netns && pooled.is_none(), libc::CLONE_NEWNET),
             (plan.ipcns, libc::CLONE_NEWIPC),
             (plan.utsns, libc::CLONE_NEWUTS),
         ] {
@@ -411,8 +487,12 @@ impl Setup {
             timeout_ns: policy.timeout.as_nanos(),
             parent,
             status,
-            netns: (plan.netns && netns_tid != 0)
-                .then(|| cstring(format!("/proc/{parent}/task/{netns_tid}/ns/net").as_bytes()))
+            netns: pooled
+                .map(|n| cstring(format!("/proc/{}/task/{}/ns/net", n.pid, n.tid).as_bytes()))
+                .transpose()?,
+            netns_owner: pooled
+                .filter(|n| n.in_holder)
+                .map(|n| cstring(format!("/proc/{}/ns/user", n.pid).as_bytes()))
                 .transpose()?,
         })
     }
@@ -429,13 +509,24 @@ impl Setup {
         unsafe {
             self.stay_with(self.parent);
             if let Some(ns) = &self.netns {
-                // Still in the host user namespace, so the sandbox gets no
-                // privilege over this network namespace.
-                let fd = libc::open(ns.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-                if fd < 0 || libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                // Joined from the user namespace that owns it (the host's,
+                // or the holder's, which has the same owner as we), so the
+                // sandbox's user namespace, created below, is a child of
+                // that owner and gets no privilege over it.
+                let open = |p: &CString| libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                let owner = self.netns_owner.as_ref().map_or(-1, open);
+                let fd = open(ns);
+                if fd < 0
+                    || (self.netns_owner.is_some()
+                        && (owner < 0 || libc::setns(owner, libc::CLONE_NEWUSER) != 0))
+                    || libc::setns(fd, libc::CLONE_NEWNET) != 0
+                {
                     fail(st, "joining the network namespace");
                 }
                 libc::close(fd);
+                if owner >= 0 {
+                    libc::close(owner);
+                }
             }
             // `go` carries the monitor's word that init may go on (its maps
             // are written). The monitor keeps its end open until it exits,

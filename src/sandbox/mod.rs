@@ -90,6 +90,10 @@ mod child;
 /// version's, and a monitor of another version does not take them.
 pub const HELPER_ARG: &str = concat!("__totogate-sandbox-monitor-", env!("CARGO_PKG_VERSION"));
 
+/// The first argument that makes the monitor program the holder of pooled
+/// network namespaces for a caller that is not root (see `netns`).
+pub const HOLDER_ARG: &str = concat!("__totogate-sandbox-netns-", env!("CARGO_PKG_VERSION"));
+
 /// The name of the small monitor binary looked for beside the executable.
 pub const HELPER_NAME: &str = "totogate-sandbox";
 
@@ -103,8 +107,10 @@ static HELPER: OnceLock<PathBuf> = OnceLock::new();
 /// the time), else this executable itself (`/proc/self/exe`).
 pub fn serve() {
     let mut args = std::env::args_os();
-    if args.nth(1).is_some_and(|a| a == HELPER_ARG) {
-        child::helper_main(args.collect());
+    match args.nth(1) {
+        Some(a) if a == HELPER_ARG => child::helper_main(args.collect()),
+        Some(a) if a == HOLDER_ARG => child::holder_main(),
+        _ => {}
     }
     set_helper(pick_helper(std::env::current_exe().ok().as_deref()));
 }
@@ -452,10 +458,10 @@ fn run_planned(
     let (status_r, status_w) = io::pipe().map_err(prepare(&dir))?;
     // SAFETY: getpid has no preconditions and cannot fail.
     let parent = unsafe { libc::getpid() };
-    // As root, a network namespace from the pool (see `netns`); otherwise,
-    // or if the pool cannot make one, the monitor creates a fresh one.
-    let lease = (plan.netns && plan.userns && euid == 0)
-        .then(netns::take)
+    // A network namespace from the pool (see `netns`); if the pool cannot
+    // make one, the monitor creates a fresh one.
+    let lease = (plan.netns && plan.userns)
+        .then(|| netns::take(euid == 0, helper))
         .flatten();
     let spec = child::Spec {
         plan: plan.clone(),
@@ -465,7 +471,11 @@ fn run_planned(
         gid,
         unprivileged: euid != 0,
         parent,
-        netns_tid: lease.as_ref().map_or(0, |l| l.tid),
+        netns: lease.as_ref().map(|l| child::Pooled {
+            pid: l.pid,
+            tid: l.tid,
+            in_holder: l.in_holder,
+        }),
     };
     let mut cmd = Command::new(helper);
     cmd.arg0("totogate-sandbox")
@@ -573,39 +583,107 @@ fn run_planned(
     }
 }
 
-/// Network namespaces reused across inspections, when totogate runs as root.
+/// Network namespaces reused across inspections.
 ///
 /// Creating a network namespace and having the kernel tear it down again
-/// costs about a millisecond of CPU, a tenth of checking a small package.
-/// A pooled namespace is made by a parked thread of this process
-/// (`unshare(CLONE_NEWNET)` affects only the calling thread), so it belongs
-/// to the host user namespace: the sandbox, root only in its own user
-/// namespace, has no privilege over it and cannot bring its loopback up,
-/// change its settings, or leave routes or filters behind. Its only state
-/// is sockets, and those close when their processes die. A namespace goes
-/// back to the pool only after the monitor reported and was reaped, when
-/// the sandbox's pid namespace, and so every process that could hold a
-/// socket, is gone; one inspection at a time uses it.
+/// costs about 2 ms of CPU (the teardown, in a kernel worker, also purges
+/// the host's TIME_WAIT sockets), more than the rest of a small sandbox.
+/// A pooled namespace is made by a parked thread (`unshare(CLONE_NEWNET)`
+/// affects only the calling thread), so it belongs to the user namespace
+/// of that thread's process, never to the sandbox's: the sandbox, root only
+/// in its own user namespace, has no privilege over it and cannot bring its
+/// loopback up, change its settings, or leave routes or filters behind. Its
+/// only state is sockets, and those close when their processes die. A
+/// namespace goes back to the pool only after the monitor reported and was
+/// reaped, when the sandbox's pid namespace, and so every process that could
+/// hold a socket, is gone; one inspection at a time uses it.
+///
+/// As root the threads are this process's, in the host user namespace. Any
+/// other user may not create a network namespace there, so the threads live
+/// in a holder process (the monitor program with [`HOLDER_ARG`]) that made
+/// a user namespace of its own first, owned by the same user. The monitor
+/// joins that user namespace (it may: same owner), then the network
+/// namespace, and creates the sandbox's user namespace inside it, one level
+/// further down, with no privilege over what its parent owns.
 mod netns {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    use std::path::Path;
+    use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
     use std::sync::mpsc;
-    use std::sync::Mutex;
+    use std::sync::{Mutex, OnceLock};
 
     use nix::libc;
 
-    /// A parked thread in its own network namespace. Dropping the lease
-    /// ends the thread, and with it the namespace.
+    /// A parked thread in its own network namespace, of `pid` (this process
+    /// or the holder). Dropping the lease ends the thread, and with it the
+    /// namespace.
     pub(super) struct Lease {
+        pub pid: libc::pid_t,
         pub tid: libc::pid_t,
-        _keep: mpsc::Sender<()>,
+        /// The namespace belongs to the holder's user namespace, which the
+        /// monitor joins first.
+        pub in_holder: bool,
+        _keep: Option<mpsc::Sender<()>>,
+    }
+
+    impl Drop for Lease {
+        fn drop(&mut self) {
+            if self.in_holder {
+                if let Some(h) = HOLDER.get().and_then(Option::as_ref) {
+                    let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut cmd = [b'd', 0, 0, 0, 0];
+                    cmd[1..].copy_from_slice(&self.tid.to_le_bytes());
+                    let _ = h.to.write_all(&cmd);
+                }
+            }
+        }
     }
 
     static FREE: Mutex<Vec<Lease>> = Mutex::new(Vec::new());
 
-    /// A namespace from the pool, or a new one; `None` if one cannot be made.
-    pub(super) fn take() -> Option<Lease> {
-        if let Some(l) = FREE.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-            return Some(l);
+    /// A namespace from the pool, or a new one; `None` if one cannot be made
+    /// (the monitor then creates a fresh one). `helper` is the monitor
+    /// program, which also serves as the holder.
+    pub(super) fn take(root: bool, helper: &Path) -> Option<Lease> {
+        {
+            let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = free.iter().rposition(|l| l.in_holder == !root) {
+                return Some(free.swap_remove(i));
+            }
         }
+        if root {
+            let (tid, keep) = park()?;
+            // SAFETY: getpid has no preconditions and cannot fail.
+            let pid = unsafe { libc::getpid() };
+            return Some(Lease {
+                pid,
+                tid,
+                in_holder: false,
+                _keep: Some(keep),
+            });
+        }
+        let holder = HOLDER.get_or_init(|| Holder::spawn(helper).map(Mutex::new));
+        let mut h = holder.as_ref()?.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reply = [0u8; 4];
+        h.to.write_all(&[b'n', 0, 0, 0, 0]).ok()?;
+        h.from.read_exact(&mut reply).ok()?;
+        let tid = i32::from_le_bytes(reply);
+        (tid > 0).then(|| Lease {
+            pid: h.child.id() as libc::pid_t,
+            tid,
+            in_holder: true,
+            _keep: None,
+        })
+    }
+
+    pub(super) fn give_back(l: Lease) {
+        FREE.lock().unwrap_or_else(|e| e.into_inner()).push(l);
+    }
+
+    /// A new thread parked in a new network namespace: its id, and the
+    /// sender whose drop ends it.
+    pub(super) fn park() -> Option<(libc::pid_t, mpsc::Sender<()>)> {
         let (tid_tx, tid_rx) = mpsc::channel();
         let (keep_tx, keep_rx) = mpsc::channel::<()>();
         std::thread::Builder::new()
@@ -625,15 +703,40 @@ mod netns {
                 let _ = keep_rx.recv();
             })
             .ok()?;
-        let tid = tid_rx.recv().ok()??;
-        Some(Lease {
-            tid,
-            _keep: keep_tx,
-        })
+        Some((tid_rx.recv().ok()??, keep_tx))
     }
 
-    pub(super) fn give_back(l: Lease) {
-        FREE.lock().unwrap_or_else(|e| e.into_inner()).push(l);
+    /// The holder process, started on first need and kept for this
+    /// process's life (it exits when its stdin closes, that is with us).
+    /// `None` if it could not start: sandboxes then get fresh namespaces.
+    static HOLDER: OnceLock<Option<Mutex<Holder>>> = OnceLock::new();
+
+    struct Holder {
+        child: Child,
+        to: ChildStdin,
+        from: ChildStdout,
+    }
+
+    impl Holder {
+        fn spawn(helper: &Path) -> Option<Holder> {
+            let mut cmd = Command::new(helper);
+            cmd.arg0("totogate-sandbox")
+                .arg(super::HOLDER_ARG)
+                .env_clear()
+                .env("MIMALLOC_ALLOW_THP", "0")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null());
+            let mut child = {
+                let _forking = crate::exec_lock::forking();
+                cmd.spawn().ok()?
+            };
+            Some(Holder {
+                to: child.stdin.take()?,
+                from: child.stdout.take()?,
+                child,
+            })
+        }
     }
 }
 
@@ -848,9 +951,18 @@ mod tests {
             gid: 65533,
             unprivileged: true,
             parent: 4242,
-            netns_tid: 4343,
+            netns: Some(child::Pooled {
+                pid: 4343,
+                tid: 4444,
+                in_holder: true,
+            }),
         };
         assert_eq!(child::Spec::parse(&spec.to_args()), Some(spec.clone()));
+        let fresh = child::Spec {
+            netns: None,
+            ..spec.clone()
+        };
+        assert_eq!(child::Spec::parse(&fresh.to_args()), Some(fresh));
         let mut short = spec.to_args();
         short.pop();
         assert!(child::Spec::parse(&short).is_none());
