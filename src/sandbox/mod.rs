@@ -37,7 +37,9 @@
 //!    init go on. The sandbox's root is host uid 65534 (`nobody`) when
 //!    totogate runs as root, so it has no privilege on the host and
 //!    `RLIMIT_NPROC` applies to it (the kernel exempts real uid 0). Without
-//!    root, the caller's own uid is mapped;
+//!    root, the caller's own uid is mapped, and a pooled network namespace
+//!    belongs to a holder's user namespace, which the monitor joins first
+//!    (see `netns`);
 //! 2. init builds the mount tree: mounts private, a detached clone of `dir`
 //!    (`open_tree`), `/` read-only recursively (`mount_setattr`, since
 //!    inherited mounts are locked and `MS_REMOUNT` is not recursive), tmpfs,
@@ -62,7 +64,8 @@
 //! syscalls through `libc`, on data prepared before the fork. Forks use the
 //! raw `clone` syscall, not `fork(3)`, whose `atfork` handlers take `malloc`
 //! locks. (The one fork of the caller itself, [`probe`]'s, follows the same
-//! rules, since the caller may be multi-threaded.)
+//! rules, since the caller may be multi-threaded. It runs only after a
+//! sandbox failed to set up: every protection is assumed until then.)
 //!
 //! Because the sandbox runs as host uid 65534, [`run`] first gives `dir`
 //! (recursively, not following symlinks, skipping hard-linked files and other
