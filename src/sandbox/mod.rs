@@ -651,7 +651,8 @@ mod netns {
     pub(super) fn take(root: bool, helper: &Path) -> Option<Lease> {
         {
             let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(i) = free.iter().rposition(|l| l.in_holder == !root) {
+            let from_holder = !root;
+            if let Some(i) = free.iter().rposition(|l| l.in_holder == from_holder) {
                 return Some(free.swap_remove(i));
             }
         }
