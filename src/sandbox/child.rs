@@ -15,10 +15,13 @@ use nix::libc::{self, c_int, c_long, c_uint, pid_t};
 
 use super::{cstring, path_cstring, Plan, Policy, Protection};
 
+/// The setup stage of joining a pooled network namespace.
+pub(super) const JOIN_NETNS: &str = "joining the network namespace";
+
 /// Stages named in setup errors; a record carries the index.
 const STAGES: [&str; 20] = [
     "starting the monitor",
-    "joining the network namespace",
+    JOIN_NETNS,
     "exec",
     "pipe",
     "fork",
@@ -521,7 +524,7 @@ impl Setup {
                         && (owner < 0 || libc::setns(owner, libc::CLONE_NEWUSER) != 0))
                     || libc::setns(fd, libc::CLONE_NEWNET) != 0
                 {
-                    fail(st, "joining the network namespace");
+                    fail(st, JOIN_NETNS);
                 }
                 libc::close(fd);
                 if owner >= 0 {

@@ -418,13 +418,35 @@ pub fn run(argv: &[String], dir: &Path, policy: &Policy) -> Result<Outcome, Sand
     // few milliseconds per process (per apt run, per `check`).
     if PROBED.get().is_none() {
         let all = decide(&Protection::ALL, false).expect("nothing is missing");
-        match run_planned(argv, dir, policy, helper, all) {
+        match run_pooled_or_not(argv, dir, policy, helper, all) {
             Err(SandboxError::Setup { .. }) if probe().len() < Protection::ALL.len() => {}
             done => return done,
         }
     }
     let plan = decide(&probe(), policy.allow_weak).map_err(unavailable)?;
-    run_planned(argv, dir, policy, helper, plan)
+    run_pooled_or_not(argv, dir, policy, helper, plan)
+}
+
+/// [`run_planned`], again without the namespace pool if the monitor could
+/// not join a pooled namespace (nothing ran yet then): a host that refuses
+/// that loses the pool, not its inspections.
+fn run_pooled_or_not(
+    argv: &[String],
+    dir: &Path,
+    policy: &Policy,
+    helper: &PathBuf,
+    plan: Plan,
+) -> Result<Outcome, SandboxError> {
+    match run_planned(argv, dir, policy, helper, plan.clone()) {
+        Err(SandboxError::Setup {
+            stage: child::JOIN_NETNS,
+            ..
+        }) if netns::enabled() => {
+            netns::disable();
+            run_planned(argv, dir, policy, helper, plan)
+        }
+        done => done,
+    }
 }
 
 fn run_planned(
@@ -613,6 +635,7 @@ mod netns {
     use std::os::unix::process::CommandExt;
     use std::path::Path;
     use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::mpsc;
     use std::sync::{Mutex, OnceLock};
 
@@ -645,10 +668,26 @@ mod netns {
 
     static FREE: Mutex<Vec<Lease>> = Mutex::new(Vec::new());
 
+    /// Cleared for good when joining a pooled namespace failed.
+    static ENABLED: AtomicBool = AtomicBool::new(true);
+
+    pub(super) fn enabled() -> bool {
+        ENABLED.load(Ordering::Relaxed)
+    }
+
+    /// No more pooled namespaces for this process: sandboxes create their own.
+    pub(super) fn disable() {
+        ENABLED.store(false, Ordering::Relaxed);
+        FREE.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// A namespace from the pool, or a new one; `None` if one cannot be made
     /// (the monitor then creates a fresh one). `helper` is the monitor
     /// program, which also serves as the holder.
     pub(super) fn take(root: bool, helper: &Path) -> Option<Lease> {
+        if !enabled() {
+            return None;
+        }
         {
             let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
             let from_holder = !root;
@@ -682,7 +721,9 @@ mod netns {
     }
 
     pub(super) fn give_back(l: Lease) {
-        FREE.lock().unwrap_or_else(|e| e.into_inner()).push(l);
+        if enabled() {
+            FREE.lock().unwrap_or_else(|e| e.into_inner()).push(l);
+        }
     }
 
     /// A new thread parked in a new network namespace: its id, and the
