@@ -218,6 +218,15 @@ pub struct StatCache {
 }
 
 impl StatCache {
+    /// Files remembered.
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// A cache that trusts files last changed before now minus 2 s.
     pub fn new() -> StatCache {
         let now = std::time::SystemTime::now()
@@ -385,6 +394,7 @@ pub fn record_cached(
     if let Some(cache) = remember {
         let stats = stats.into_inner().unwrap_or_else(|e| e.into_inner());
         let mut entries = cache.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.reserve(stats.len());
         for (k, h) in stats {
             if cache.trusted(&k) {
                 entries.insert((k.dev, k.ino), (k, h));
