@@ -18,8 +18,15 @@
 #   (A) rm -f *.deb && apt-get download pkg01 ... pkg20   (intoto://)
 #   (B) rm -f *.deb && apt-get download pkg01 ... pkg20   (http://)
 #
+#   First with hyperfine, which runs A's runs as one block and then B's; on
+#   this VM the machine's speed drifts between blocks (the http:// side
+#   alone moved between 110 and 150 ms from run to run). Then interleaved:
+#   A, B, A, B, ... ($ROUNDS each; the deletion is outside the timing),
+#   reporting each side's median and the median of the per-round ratios.
+#
 # Usage: benches/apt.sh
 # Env:   TOTOGATE, BENCH_DIR (default target/bench), RUNS (default 10),
+#        ROUNDS (interleaved rounds, default 20),
 #        SANDBOX_USER (APT::Sandbox::User, default _apt: both methods drop
 #        root for their downloads, as on a real system)
 # As root (apt's locks in the throwaway roots, dpkg-deb --root-owner-group).
@@ -27,9 +34,10 @@ set -euo pipefail
 
 bench=apt
 . "$(dirname "$0")/lib.sh"
-needs hyperfine apt-get apt-ftparchive dpkg-deb gpg python3
+needs hyperfine apt-get apt-ftparchive dpkg-deb gpg python3 bc
 oracle in-toto-run
 RUNS=${RUNS:-10}
+ROUNDS=${ROUNDS:-20}
 SANDBOX_USER=${SANDBOX_USER:-_apt}
 N=20
 
@@ -105,3 +113,21 @@ hyperfine --warmup 1 --runs "$RUNS" --export-json "$W/result.json" \
   -n "intoto:// (totogate method)" "cd $W/intoto/out && rm -f ./*.deb && $W/intoto/apt download $PKGS" \
   -n "http:// (apt's http method)" "cd $W/http/out && rm -f ./*.deb && $W/http/apt download $PKGS"
 ls "$W/intoto/out" | grep -c '\.deb$' | grep -qx "$N" || die "intoto:// did not download all $N packages"
+
+# Interleaved rounds: microseconds of one download of the 20 packages.
+timed() {
+  rm -f "$W/$1/out"/*.deb
+  local s e
+  s=$(date +%s%N)
+  (cd "$W/$1/out" && exec "$W/$1/apt" download $PKGS >/dev/null)
+  e=$(date +%s%N)
+  echo $(((e - s) / 1000))
+}
+ratios=(); ta=(); tb=()
+for _ in $(seq "$ROUNDS"); do
+  a=$(timed intoto); b=$(timed http)
+  ta+=("$a"); tb+=("$b"); ratios+=("$(echo "$a / $b" | bc -l)")
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+printf 'interleaved, %d rounds: intoto:// median %.1f ms, http:// median %.1f ms, median per-round ratio %.2fx (target <= 1.3x)\n' \
+  "$ROUNDS" "$(echo "$(median "${ta[@]}") / 1000" | bc -l)" "$(echo "$(median "${tb[@]}") / 1000" | bc -l)" "$(median "${ratios[@]}")"
