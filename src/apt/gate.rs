@@ -206,8 +206,9 @@ const IN_MEMORY_LIMIT: u64 = 64 << 20;
 /// a memory file system we may write to; `None`: the usual temporary
 /// directory. The verification directory holds a copy of the `.deb` alone;
 /// made, written and removed on a disk file system (ext4 here, where `/tmp`
-/// is not a tmpfs as on Debian 13) it cost 15–20 % of an `apt-get download`
-/// through the method. At most [`IN_MEMORY_LIMIT`] per worker is held.
+/// is not a tmpfs as on Debian 13) it cost about 5 % of an `apt-get
+/// download` of small packages through the method. At most
+/// [`IN_MEMORY_LIMIT`] per worker is held.
 fn in_memory(deb: &Path) -> Option<PathBuf> {
     use nix::sys::statfs::{statfs, TMPFS_MAGIC};
     use nix::unistd::{access, AccessFlags};
