@@ -414,6 +414,22 @@ mod tests {
     }
 
     #[test]
+    fn only_small_packages_are_checked_in_memory() {
+        let d = tempfile::tempdir().unwrap();
+        let small = d.path().join("small_1_all.deb");
+        std::fs::write(&small, b"!<arch>\n").unwrap();
+        let big = d.path().join("big_1_all.deb");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(IN_MEMORY_LIMIT + 1)
+            .unwrap();
+        assert_eq!(in_memory(&big), None);
+        assert_eq!(in_memory(&d.path().join("missing.deb")), None);
+        // Here (and in CI) /dev/shm is a tmpfs root may write to.
+        assert_eq!(in_memory(&small), Some(PathBuf::from("/dev/shm")));
+    }
+
+    #[test]
     fn segments_cannot_change_the_url_shape() {
         assert_eq!(url_segment("1:2.0+b1"), "1%3A2.0+b1");
         assert_eq!(url_segment("a/../b?c#d"), "a%2F..%2Fb%3Fc%23d");

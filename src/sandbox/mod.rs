@@ -418,35 +418,13 @@ pub fn run(argv: &[String], dir: &Path, policy: &Policy) -> Result<Outcome, Sand
     // few milliseconds per process (per apt run, per `check`).
     if PROBED.get().is_none() {
         let all = decide(&Protection::ALL, false).expect("nothing is missing");
-        match run_pooled_or_not(argv, dir, policy, helper, all) {
+        match run_planned(argv, dir, policy, helper, all) {
             Err(SandboxError::Setup { .. }) if probe().len() < Protection::ALL.len() => {}
             done => return done,
         }
     }
     let plan = decide(&probe(), policy.allow_weak).map_err(unavailable)?;
-    run_pooled_or_not(argv, dir, policy, helper, plan)
-}
-
-/// [`run_planned`], again without the namespace pool if the monitor could
-/// not join a pooled namespace (nothing ran yet then): a host that refuses
-/// that loses the pool, not its inspections.
-fn run_pooled_or_not(
-    argv: &[String],
-    dir: &Path,
-    policy: &Policy,
-    helper: &PathBuf,
-    plan: Plan,
-) -> Result<Outcome, SandboxError> {
-    match run_planned(argv, dir, policy, helper, plan.clone()) {
-        Err(SandboxError::Setup {
-            stage: child::JOIN_NETNS,
-            ..
-        }) if netns::enabled() => {
-            netns::disable();
-            run_planned(argv, dir, policy, helper, plan)
-        }
-        done => done,
-    }
+    run_planned(argv, dir, policy, helper, plan)
 }
 
 fn run_planned(
@@ -560,6 +538,15 @@ fn run_planned(
     let _ = child.wait();
     let [stdout, stderr, status] = pipes.map(|c| c.kept);
     let report = child::Report::parse(&status);
+    if let (Some(_), Some(child::Report::Setup { stage, .. })) = (&lease, report) {
+        if stage == child::JOIN_NETNS {
+            // Nothing ran yet. A host that refuses the pooled namespace
+            // loses the pool, not its inspections: again, with a fresh one.
+            drop(lease);
+            netns::disable();
+            return run_planned(argv, &dir, policy, helper, plan);
+        }
+    }
     // The monitor reported and is reaped: every process of the sandbox is
     // gone (its pid namespace died with init before the monitor could
     // exit), so the network namespace can serve the next inspection. On any
@@ -671,7 +658,7 @@ mod netns {
     /// Cleared for good when joining a pooled namespace failed.
     static ENABLED: AtomicBool = AtomicBool::new(true);
 
-    pub(super) fn enabled() -> bool {
+    fn enabled() -> bool {
         ENABLED.load(Ordering::Relaxed)
     }
 
