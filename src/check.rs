@@ -540,7 +540,7 @@ pub fn check_with_policy(package: &Path, pc: &PolicyCheck) -> Verdict {
         || crate::fetch::uses_var(&rule.links, "sha256")
     {
         match crate::digest::hash_file(package, &[crate::digest::HashAlg::Sha256], false) {
-            Ok(h) => vars.sha256 = h.get("sha256").cloned(),
+            Ok(h) => vars.sha256 = h.get("sha256").map(|d| d.to_string()),
             Err(e) => return refuse(vec![format!("{}: {e}", package.display())]),
         }
     }

@@ -903,10 +903,10 @@ fn hash_reader_with(
             h.update(b"\n");
         }
     }
-    let mut out = HashDict::new();
-    if let Some(h) = s256 {
-        out.insert("sha256".into(), to_hex(&h.finalize()));
-    }
+    let mut out = match s256 {
+        Some(h) => HashDict::sha256(h.finalize().into()),
+        None => HashDict::new(),
+    };
     if let Some(h) = s512 {
         out.insert("sha512".into(), to_hex(&h.finalize()));
     }
@@ -966,7 +966,10 @@ mod tests {
         std::fs::write(&old, b"c").unwrap();
         let (second, _) = record_cached(&[".".into()], &opts, Some(&cache), None).unwrap();
         assert_ne!(first["old"], second["old"]);
-        assert_eq!(second["old"]["sha256"], hex::encode(Sha256::digest(b"c")));
+        assert_eq!(
+            second["old"].get("sha256").unwrap(),
+            hex::encode(Sha256::digest(b"c"))
+        );
         // With a cache that trusts nothing, nothing is remembered.
         let strict = StatCache {
             trusted_before: 0,
@@ -1001,7 +1004,9 @@ mod tests {
     /// `record` of `.` under `opts`: artifact name → its `alg` digest.
     fn recorded(opts: &RecordOptions, alg: &str) -> BTreeMap<String, String> {
         let (m, _) = record(&[".".into()], opts).unwrap();
-        m.iter().map(|(k, h)| (k.clone(), h[alg].clone())).collect()
+        m.iter()
+            .map(|(k, h)| (k.clone(), h.get(alg).unwrap().to_string()))
+            .collect()
     }
 
     /// Sizes around the read size: a file that fills the buffer exactly must
@@ -1044,7 +1049,7 @@ mod tests {
             let mut f = File::open(&path).unwrap();
             let h = hash_reader_with(&mut f, &[HashAlg::Sha256], false, true, &mut buf).unwrap();
             assert_eq!(
-                h["sha256"],
+                h.get("sha256").unwrap(),
                 hex::encode(Sha256::digest(&body)),
                 "{size} bytes"
             );
@@ -1161,7 +1166,7 @@ mod tests {
         let (m, notes) = record(&["src".into(), "missing".into()], &opts).unwrap();
         assert_eq!(m.keys().collect::<Vec<_>>(), ["a.txt", "sub/b.txt"]);
         assert_eq!(
-            m["a.txt"]["sha256"],
+            m["a.txt"].get("sha256").unwrap(),
             "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"
         );
         assert_eq!(notes.skipped_missing, ["missing"]);

@@ -12,6 +12,7 @@
 //! path accepts too, with the same result (tested below and by the
 //! model's property tests).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -201,13 +202,24 @@ impl<'de> Visitor<'de> for HashesSeed {
         f.write_str("hashes")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<HashDict, A::Error> {
-        let mut out = HashDict::new();
-        while let Some(alg) = map.next_key::<String>()? {
-            let digest: String = map.next_value()?;
-            if !is_hex(&digest) {
-                return Err(give_up("digest is not hex"));
-            }
-            if out.insert(alg, digest).is_some() {
+        let hex = |digest: &str| match is_hex(digest) {
+            true => Ok(()),
+            false => Err(give_up("digest is not hex")),
+        };
+        // The usual one entry is read as borrowed text, with no allocation
+        // when it is one lower-case SHA-256.
+        let Some(alg) = map.next_key_seed(Text)? else {
+            return Ok(HashDict::new());
+        };
+        let digest = map.next_value_seed(Text)?;
+        let mut out = HashDict::single(&alg, &digest);
+        if out.is_text() {
+            hex(&digest)?;
+        }
+        while let Some(alg) = map.next_key_seed(Text)? {
+            let digest = map.next_value_seed(Text)?;
+            hex(&digest)?;
+            if out.insert(alg.into_owned(), digest.into_owned()).is_some() {
                 return Err(give_up("duplicate algorithm"));
             }
         }
@@ -215,6 +227,32 @@ impl<'de> Visitor<'de> for HashesSeed {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<HashDict, A::Error> {
         Err(give_up("hashes are a list"))
+    }
+}
+
+/// A string, borrowed from the input when it has no escapes.
+struct Text;
+
+impl<'de> DeserializeSeed<'de> for Text {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Text {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(s))
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(s.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, s: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(s))
     }
 }
 

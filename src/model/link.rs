@@ -7,58 +7,236 @@ use crate::json::{write_py_object, write_py_str, PyContainer, PyStyle};
 
 /// Hash algorithm name → hex digest, in name order.
 ///
-/// Almost every dict holds one entry (`sha256`), and links list tens of
-/// thousands of them, so this is a sorted vector rather than a tree: one small
-/// allocation per artifact instead of a 0.5 KiB B-tree node.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
-pub struct HashDict(Vec<(String, String)>);
+/// Links list tens of thousands of these and almost every one is exactly
+/// `{"sha256": <64 lowercase hex digits>}`, so that case is held as the 32
+/// bytes themselves, inline: no allocation, and comparing two is comparing
+/// 32 bytes. Anything else (another algorithm, several, upper-case or
+/// odd-length hex) is kept as text, sorted by algorithm.
+///
+/// The representation is normal: a dict that is exactly one lower-case
+/// SHA-256 is always [`Repr::Sha256`], so the derived equality is equality
+/// of the text the reference compares. The hex round trip is exact for
+/// lower-case digits, the only ones that take the short form.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HashDict(Repr);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Repr {
+    Sha256([u8; 32]),
+    Text(Vec<(String, String)>),
+}
+
+impl Default for HashDict {
+    fn default() -> HashDict {
+        HashDict::new()
+    }
+}
 
 impl HashDict {
     pub fn new() -> HashDict {
-        HashDict(Vec::new())
+        HashDict(Repr::Text(Vec::new()))
+    }
+    /// `{"sha256": hex(digest)}`.
+    pub fn sha256(digest: [u8; 32]) -> HashDict {
+        HashDict(Repr::Sha256(digest))
+    }
+    /// `{alg: digest}` from borrowed text, allocating only when it is not
+    /// the short form.
+    pub fn single(alg: &str, digest: &str) -> HashDict {
+        match short_sha256(alg, digest) {
+            Some(d) => HashDict::sha256(d),
+            None => HashDict(Repr::Text(vec![(alg.to_owned(), digest.to_owned())])),
+        }
     }
     /// Sets `alg` to `digest`, returning the digest it replaces.
     pub fn insert(&mut self, alg: String, digest: String) -> Option<String> {
-        match self.0.binary_search_by(|(a, _)| a.as_str().cmp(&alg)) {
-            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, digest)),
+        if let Repr::Sha256(d) = self.0 {
+            let hex = Digest::bytes(&d).as_str().to_owned();
+            self.0 = Repr::Text(vec![("sha256".to_owned(), hex)]);
+        }
+        let Repr::Text(v) = &mut self.0 else {
+            unreachable!("the short form was just expanded")
+        };
+        let old = match v.binary_search_by(|(a, _)| a.as_str().cmp(&alg)) {
+            Ok(i) => Some(std::mem::replace(&mut v[i].1, digest)),
             Err(i) => {
-                if self.0.capacity() == 0 {
-                    self.0.reserve_exact(1);
-                }
-                self.0.insert(i, (alg, digest));
+                v.insert(i, (alg, digest));
                 None
             }
+        };
+        if let [(a, d)] = v.as_slice() {
+            if let Some(d) = short_sha256(a, d) {
+                self.0 = Repr::Sha256(d);
+            }
+        }
+        old
+    }
+    pub fn get(&self, alg: &str) -> Option<Digest<'_>> {
+        match &self.0 {
+            Repr::Sha256(d) => (alg == "sha256").then(|| Digest::bytes(d)),
+            Repr::Text(v) => v
+                .binary_search_by(|(a, _)| a.as_str().cmp(alg))
+                .ok()
+                .map(|i| Digest(DigestRepr::Text(&v[i].1))),
         }
     }
-    pub fn get(&self, alg: &str) -> Option<&String> {
-        self.0
-            .binary_search_by(|(a, _)| a.as_str().cmp(alg))
-            .ok()
-            .map(|i| &self.0[i].1)
+    /// Whether this is not the short form (one lower-case SHA-256, whose
+    /// digits are known to be hex).
+    pub fn is_text(&self) -> bool {
+        matches!(self.0, Repr::Text(_))
+    }
+    /// The length of every algorithm name and digest, plus `extra` for each
+    /// entry (sizes output buffers).
+    fn text_len(&self, extra: usize) -> usize {
+        match &self.0 {
+            Repr::Sha256(_) => "sha256".len() + 64 + extra,
+            Repr::Text(v) => v.iter().map(|(a, d)| a.len() + d.len() + extra).sum(),
+        }
+    }
+    /// Appends the canonical JSON entries (`"alg":"digest"`, comma
+    /// separated) to `out`.
+    fn write_canonical_entries(&self, out: &mut Vec<u8>) {
+        match &self.0 {
+            Repr::Sha256(d) => {
+                out.extend_from_slice(b"\"sha256\":\"");
+                for b in d {
+                    out.push(HEX_DIGITS[(b >> 4) as usize]);
+                    out.push(HEX_DIGITS[(b & 0x0f) as usize]);
+                }
+                out.push(b'"');
+            }
+            Repr::Text(v) => {
+                for (j, (alg, digest)) in v.iter().enumerate() {
+                    if j > 0 {
+                        out.push(b',');
+                    }
+                    crate::cjson::write_str(alg, out);
+                    out.push(b':');
+                    crate::cjson::write_str(digest, out);
+                }
+            }
+        }
     }
     pub fn contains_key(&self, alg: &str) -> bool {
         self.get(alg).is_some()
     }
     pub fn len(&self) -> usize {
-        self.0.len()
+        match &self.0 {
+            Repr::Sha256(_) => 1,
+            Repr::Text(v) => v.len(),
+        }
     }
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
     /// (algorithm, digest) in algorithm order.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
-        self.0.iter().map(|(a, d)| (a, d))
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Digest<'_>)> {
+        let (short, text) = match &self.0 {
+            Repr::Sha256(d) => (Some(("sha256", Digest::bytes(d))), &[][..]),
+            Repr::Text(v) => (None, v.as_slice()),
+        };
+        short.into_iter().chain(
+            text.iter()
+                .map(|(a, d)| (a.as_str(), Digest(DigestRepr::Text(d)))),
+        )
     }
-    pub fn keys(&self) -> impl Iterator<Item = &String> {
-        self.0.iter().map(|(a, _)| a)
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.iter().map(|(a, _)| a)
     }
 }
 
-impl std::ops::Index<&str> for HashDict {
-    type Output = String;
-    fn index(&self, alg: &str) -> &String {
-        self.get(alg)
-            .unwrap_or_else(|| panic!("no {alg:?} hash in this dict"))
+/// The 32 bytes of `{alg: digest}` when that is one lower-case SHA-256.
+///
+/// Decoded by table: every artifact of every link passes here, and a
+/// general hex decoder costs several times the parsing around it.
+fn short_sha256(alg: &str, digest: &str) -> Option<[u8; 32]> {
+    if alg != "sha256" || digest.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    let mut bad = 0u8;
+    for (byte, pair) in out.iter_mut().zip(digest.as_bytes().chunks_exact(2)) {
+        let (hi, lo) = (NIBBLE[pair[0] as usize], NIBBLE[pair[1] as usize]);
+        bad |= (hi | lo) & 0x10;
+        *byte = (hi << 4) | (lo & 0x0f);
+    }
+    (bad == 0).then_some(out)
+}
+
+/// Lower-case hex digit → its value; anything else → 0x10.
+const NIBBLE: [u8; 256] = {
+    let mut t = [0x10u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// One digest of a [`HashDict`] as hex text: borrowed, or spelled out on the
+/// stack from the short form. Dereferences to `str`.
+#[derive(Clone, Copy)]
+pub struct Digest<'a>(DigestRepr<'a>);
+
+#[derive(Clone, Copy)]
+enum DigestRepr<'a> {
+    Text(&'a str),
+    Hex([u8; 64]),
+}
+
+impl Digest<'_> {
+    fn bytes(d: &[u8; 32]) -> Digest<'static> {
+        let mut hex = [0u8; 64];
+        for (pair, b) in hex.chunks_exact_mut(2).zip(d) {
+            pair[0] = HEX_DIGITS[(b >> 4) as usize];
+            pair[1] = HEX_DIGITS[(b & 0x0f) as usize];
+        }
+        Digest(DigestRepr::Hex(hex))
+    }
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            DigestRepr::Text(s) => s,
+            DigestRepr::Hex(h) => std::str::from_utf8(h).expect("hex digits are ASCII"),
+        }
+    }
+}
+
+impl std::ops::Deref for Digest<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for Digest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Digest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq<&str> for Digest<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Digest<'_> {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
     }
 }
 
@@ -72,20 +250,15 @@ impl FromIterator<(String, String)> for HashDict {
     }
 }
 
-impl<'a> IntoIterator for &'a HashDict {
-    type Item = (&'a String, &'a String);
-    type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (String, String)>,
-        fn(&'a (String, String)) -> (&'a String, &'a String),
-    >;
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter().map(|(a, d)| (a, d))
-    }
-}
-
 impl serde::Serialize for HashDict {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_map(self.iter())
+    }
+}
+
+impl serde::Serialize for Digest<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -131,14 +304,7 @@ impl Link {
                 }
                 write_str(path, out);
                 out.extend_from_slice(b":{");
-                for (j, (alg, digest)) in hashes.iter().enumerate() {
-                    if j > 0 {
-                        out.push(b',');
-                    }
-                    write_str(alg, out);
-                    out.push(b':');
-                    write_str(digest, out);
-                }
+                hashes.write_canonical_entries(out);
                 out.push(b'}');
             }
             out.push(b'}');
@@ -172,8 +338,8 @@ impl Link {
             let mut c = PyContainer::object(out, style, depth + 1);
             for (path, hashes) in m {
                 let mut h = PyContainer::object(c.key(path), style, depth + 2);
-                for (alg, digest) in hashes {
-                    write_py_str(digest, h.key(alg));
+                for (alg, digest) in hashes.iter() {
+                    write_py_str(&digest, h.key(alg));
                 }
                 h.end();
             }
@@ -203,14 +369,7 @@ impl Link {
         self.materials
             .iter()
             .chain(&self.products)
-            .map(|(path, hashes)| {
-                path.len()
-                    + extra
-                    + hashes
-                        .iter()
-                        .map(|(a, d)| a.len() + d.len() + extra)
-                        .sum::<usize>()
-            })
+            .map(|(path, hashes)| path.len() + extra + hashes.text_len(extra))
             .sum()
     }
 
@@ -244,7 +403,11 @@ fn artifacts(f: &Fields, field: &str) -> Result<ArtifactMap, FormatError> {
         for (alg, digest) in hashes {
             match digest {
                 Value::String(d) if is_hex(d) => {
-                    dict.insert(alg.clone(), d.clone());
+                    if hashes.len() == 1 {
+                        dict = HashDict::single(alg, d);
+                    } else {
+                        dict.insert(alg.clone(), d.clone());
+                    }
                 }
                 Value::String(d) => {
                     return Err(err(
@@ -263,4 +426,87 @@ fn artifacts(f: &Fields, field: &str) -> Result<ArtifactMap, FormatError> {
         out.insert(name.clone(), dict);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOWER: &str = "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb";
+
+    fn text(d: &HashDict) -> Vec<(String, String)> {
+        d.iter()
+            .map(|(a, h)| (a.to_owned(), h.to_string()))
+            .collect()
+    }
+
+    /// However a dict is built, one lower-case SHA-256 takes the short form,
+    /// so equality stays equality of the text.
+    #[test]
+    fn one_lower_case_sha256_is_held_as_bytes_however_it_is_built() {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(LOWER, &mut bytes).unwrap();
+        let by_bytes = HashDict::sha256(bytes);
+        let by_single = HashDict::single("sha256", LOWER);
+        let by_insert: HashDict = [("sha256".to_string(), LOWER.to_string())]
+            .into_iter()
+            .collect();
+        let mut replaced = HashDict::single("sha256", "ab");
+        assert_eq!(
+            replaced.insert("sha256".into(), LOWER.into()).as_deref(),
+            Some("ab")
+        );
+        for d in [&by_single, &by_insert, &replaced] {
+            assert_eq!(d, &by_bytes);
+            assert!(matches!(d.0, Repr::Sha256(_)));
+        }
+        assert_eq!(text(&by_bytes), [("sha256".to_string(), LOWER.to_string())]);
+        assert_eq!(by_bytes.get("sha256").unwrap(), LOWER);
+        assert!(by_bytes.get("sha512").is_none());
+        assert_eq!(
+            serde_json::to_string(&by_bytes).unwrap(),
+            format!("{{\"sha256\":\"{LOWER}\"}}")
+        );
+    }
+
+    #[test]
+    fn anything_else_is_held_as_text_and_compares_as_text() {
+        let upper = LOWER.to_uppercase();
+        let short = &LOWER[..63];
+        for (alg, digest) in [
+            ("sha256", upper.as_str()),
+            ("sha256", short),
+            ("sha512", LOWER),
+        ] {
+            let d = HashDict::single(alg, digest);
+            assert!(matches!(d.0, Repr::Text(_)), "{alg} {digest}");
+            assert_eq!(text(&d), [(alg.to_string(), digest.to_string())]);
+            assert_ne!(d, HashDict::single("sha256", LOWER));
+        }
+        // Two algorithms, in either order; the short form expands.
+        let mut a = HashDict::single("sha256", LOWER);
+        a.insert("sha512".into(), "ff".into());
+        let mut b = HashDict::single("sha512", "ff");
+        b.insert("sha256".into(), LOWER.into());
+        assert_eq!(a, b);
+        assert_eq!(a.keys().collect::<Vec<_>>(), ["sha256", "sha512"]);
+        assert_eq!(a.get("sha256").unwrap(), LOWER);
+        assert_eq!(a.len(), 2);
+        assert!(HashDict::new().is_empty());
+    }
+
+    /// Only the 16 lower-case digits decode, at any position.
+    #[test]
+    fn the_short_form_takes_lower_case_hex_digits_only() {
+        for c in (0u8..128).map(char::from).chain(['é', '٣']) {
+            for at in [0, 1, 62, 63] {
+                let mut digest = LOWER.to_string();
+                digest.replace_range(at..at + 1, &c.to_string());
+                let short = HashDict::single("sha256", &digest);
+                let digit = c.is_ascii_digit() || ('a'..='f').contains(&c);
+                assert_eq!(!short.is_text(), digit, "{c:?} at {at}");
+                assert_eq!(short.get("sha256").unwrap(), digest, "{c:?} at {at}");
+            }
+        }
+    }
 }

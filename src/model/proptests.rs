@@ -13,7 +13,12 @@ fn text() -> impl Strategy<Value = String> {
 }
 
 fn hexs() -> impl Strategy<Value = String> {
-    proptest::string::string_regex("[0-9a-f]{1,64}").unwrap()
+    // Full-length lower-case SHA-256 digests (held as bytes) as often as
+    // any other hex text (held as text), upper case included.
+    prop_oneof![
+        proptest::string::string_regex("[0-9a-f]{64}").unwrap(),
+        proptest::string::string_regex("[0-9a-fA-F]{1,64}").unwrap(),
+    ]
 }
 
 fn artifacts() -> impl Strategy<Value = ArtifactMap> {

@@ -257,8 +257,8 @@ pub fn apply(
                             rule: rule.to_string(),
                             artifact: src.into_owned(),
                             dest: format!("{dest_name}:{dst}"),
-                            ours: ours.get("sha256").cloned(),
-                            theirs: theirs.and_then(|t| t.get("sha256").cloned()),
+                            ours: ours.get("sha256").map(|d| d.to_string()),
+                            theirs: theirs.and_then(|t| t.get("sha256").map(|d| d.to_string())),
                         }),
                     }
                 }
