@@ -184,12 +184,39 @@ impl Envelope {
         }
     }
 
+    /// [`Envelope::parse`] of bytes it may free early: a large link's file
+    /// is dropped once its typed fields and signatures are read, before its
+    /// canonical bytes (about as large) are made, so the two are never in
+    /// memory together (fresh pages cost more than writing them here).
+    /// The result is [`Envelope::parse`]'s: the fast path's link is the
+    /// general path's, and both end in the same [`Envelope::metablock`].
+    pub fn parse_owned(bytes: Vec<u8>, limits: JsonLimits) -> Result<Envelope, FormatError> {
+        if let Some((link, sigs)) = fast::metablock_link(&bytes, limits) {
+            if let Ok(signatures) = Envelope::metablock_signatures(Some(&sigs)) {
+                drop(bytes);
+                return Envelope::metablock_of(Payload::Link(link), signatures);
+            }
+        }
+        Envelope::parse_general(&bytes, limits)
+    }
+
     /// A Metablock around `payload`, with its `signatures` field parsed.
     pub(super) fn metablock(
         payload: Payload,
         signatures: Option<&Value>,
     ) -> Result<Envelope, FormatError> {
-        let signatures = match signatures {
+        let signatures = Envelope::metablock_signatures(signatures)?;
+        Envelope::metablock_of(payload, signatures)
+    }
+
+    fn metablock_of(payload: Payload, signatures: Vec<Signature>) -> Result<Envelope, FormatError> {
+        Envelope::assemble(EnvelopeKind::Metablock, payload, signatures)
+            .map_err(|e| err("signed", Problem::BadPayload(e.to_string())))
+    }
+
+    /// A Metablock's `signatures` field.
+    fn metablock_signatures(signatures: Option<&Value>) -> Result<Vec<Signature>, FormatError> {
+        Ok(match signatures {
             None => Vec::new(),
             Some(Value::Array(s)) => s
                 .iter()
@@ -205,9 +232,7 @@ impl Envelope {
                 })
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(err("signatures", Problem::WrongType("a list"))),
-        };
-        Envelope::assemble(EnvelopeKind::Metablock, payload, signatures)
-            .map_err(|e| err("signed", Problem::BadPayload(e.to_string())))
+        })
     }
 
     fn assemble(

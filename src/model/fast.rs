@@ -299,6 +299,40 @@ mod tests {
         assert!(taken > 5, "only {taken} links took the fast path");
     }
 
+    /// Every metadata file in the test data, hostile ones included:
+    /// parsing owned bytes (freed early) gives what parsing borrowed ones
+    /// does, refusals included.
+    #[test]
+    fn parsing_owned_bytes_gives_the_same_envelope() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let mut seen = 0;
+        for entry in walkdir::WalkDir::new(&root) {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !entry.file_type().is_file() || !(name.contains(".link") || name.contains("layout"))
+            {
+                continue;
+            }
+            let bytes = std::fs::read(entry.path()).unwrap();
+            let at = entry.path().display();
+            let limits = JsonLimits::default();
+            match (
+                Envelope::parse(&bytes, limits),
+                Envelope::parse_owned(bytes, limits),
+            ) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a.payload(), b.payload(), "{at}");
+                    assert_eq!(a.signatures(), b.signatures(), "{at}");
+                    assert_eq!(a.signed_bytes(), b.signed_bytes(), "{at}");
+                }
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{at}"),
+                (a, b) => panic!("{at}: {:?} vs {:?}", a.is_ok(), b.is_ok()),
+            }
+            seen += 1;
+        }
+        assert!(seen > 20, "only {seen} metadata files");
+    }
+
     #[test]
     fn anything_unusual_leaves_the_fast_path() {
         let ok = r#"{"signatures": [], "signed": {"_type": "link", "byproducts": {}, "command": [], "environment": {}, "materials": {"a": {"sha256": "ab"}}, "name": "s", "products": {}}}"#;

@@ -309,7 +309,7 @@ pub fn verify_layout(
 /// Reads and parses a metadata file (size-capped).
 pub fn load(path: &Path, limits: JsonLimits) -> Result<Envelope, VerifyError> {
     let bytes = read_capped(path, limits.max_bytes)?;
-    Envelope::parse(&bytes, limits).map_err(|source| VerifyError::Format {
+    Envelope::parse_owned(bytes, limits).map_err(|source| VerifyError::Format {
         path: path.to_path_buf(),
         source,
     })
@@ -623,9 +623,11 @@ fn verify_chain(
             let r = cx.links.fetch(link, opts.limits).and_then(|bytes| {
                 bytes
                     .map(|b| {
-                        Envelope::parse(&b, opts.limits).map_err(|source| VerifyError::Format {
-                            path: PathBuf::from(cx.links.describe(link)),
-                            source,
+                        Envelope::parse_owned(b, opts.limits).map_err(|source| {
+                            VerifyError::Format {
+                                path: PathBuf::from(cx.links.describe(link)),
+                                source,
+                            }
                         })
                     })
                     .transpose()
