@@ -265,35 +265,41 @@ mod tests {
         Envelope::parse_general(bytes, JsonLimits::default())
     }
 
+    /// The metadata files under testdata whose names pass `keep`, read.
+    fn testdata(keep: impl Fn(&str) -> bool) -> Vec<(String, Vec<u8>)> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        walkdir::WalkDir::new(&root)
+            .into_iter()
+            .map(Result::unwrap)
+            .filter(|e| e.file_type().is_file() && keep(&e.file_name().to_string_lossy()))
+            .map(|e| {
+                let bytes = std::fs::read(e.path()).unwrap();
+                (e.path().display().to_string(), bytes)
+            })
+            .collect()
+    }
+
+    fn assert_same(a: &Envelope, b: &Envelope, at: &str) {
+        assert_eq!(a.payload(), b.payload(), "{at}");
+        assert_eq!(a.signatures(), b.signatures(), "{at}");
+        assert_eq!(a.signed_bytes(), b.signed_bytes(), "{at}");
+    }
+
     /// Every link in the repository's test data: where the fast path takes
     /// it, the result equals the general path's.
     #[test]
     fn fast_path_agrees_with_the_general_path_on_testdata() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
         let mut taken = 0;
-        for entry in walkdir::WalkDir::new(&root) {
-            let entry = entry.unwrap();
-            let name = entry.file_name().to_string_lossy().to_string();
-            if !entry.file_type().is_file() || !name.contains(".link") {
-                continue;
-            }
-            let bytes = std::fs::read(entry.path()).unwrap();
+        for (at, bytes) in testdata(|name| name.contains(".link")) {
             // As `Envelope::parse` takes it: typed link, then signatures.
             let fast = metablock_link(&bytes, JsonLimits::default()).and_then(|(link, sigs)| {
                 Envelope::metablock(crate::model::Payload::Link(link), Some(&sigs)).ok()
             });
             if let Some(fast) = fast {
                 taken += 1;
-                let general = slow(&bytes).unwrap_or_else(|e| {
-                    panic!(
-                        "{}: fast path took it, general refused: {e}",
-                        entry.path().display()
-                    )
-                });
-                let at = entry.path().display();
-                assert_eq!(general.payload(), fast.payload(), "{at}");
-                assert_eq!(general.signatures(), fast.signatures(), "{at}");
-                assert_eq!(general.signed_bytes(), fast.signed_bytes(), "{at}");
+                let general = slow(&bytes)
+                    .unwrap_or_else(|e| panic!("{at}: fast path took it, general refused: {e}"));
+                assert_same(&general, &fast, &at);
             }
         }
         assert!(taken > 5, "only {taken} links took the fast path");
@@ -304,33 +310,19 @@ mod tests {
     /// does, refusals included.
     #[test]
     fn parsing_owned_bytes_gives_the_same_envelope() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
-        let mut seen = 0;
-        for entry in walkdir::WalkDir::new(&root) {
-            let entry = entry.unwrap();
-            let name = entry.file_name().to_string_lossy().to_string();
-            if !entry.file_type().is_file() || !(name.contains(".link") || name.contains("layout"))
-            {
-                continue;
-            }
-            let bytes = std::fs::read(entry.path()).unwrap();
-            let at = entry.path().display();
-            let limits = JsonLimits::default();
+        let files = testdata(|name| name.contains(".link") || name.contains("layout"));
+        assert!(files.len() > 20, "only {} metadata files", files.len());
+        let limits = JsonLimits::default();
+        for (at, bytes) in files {
             match (
                 Envelope::parse(&bytes, limits),
                 Envelope::parse_owned(bytes, limits),
             ) {
-                (Ok(a), Ok(b)) => {
-                    assert_eq!(a.payload(), b.payload(), "{at}");
-                    assert_eq!(a.signatures(), b.signatures(), "{at}");
-                    assert_eq!(a.signed_bytes(), b.signed_bytes(), "{at}");
-                }
+                (Ok(a), Ok(b)) => assert_same(&a, &b, &at),
                 (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{at}"),
                 (a, b) => panic!("{at}: {:?} vs {:?}", a.is_ok(), b.is_ok()),
             }
-            seen += 1;
         }
-        assert!(seen > 20, "only {seen} metadata files");
     }
 
     #[test]

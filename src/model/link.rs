@@ -14,7 +14,7 @@ use crate::json::{write_py_object, write_py_str, PyContainer, PyStyle};
 /// odd-length hex) is kept as text, sorted by algorithm.
 ///
 /// The representation is normal: a dict that is exactly one lower-case
-/// SHA-256 is always [`Repr::Sha256`], so the derived equality is equality
+/// SHA-256 always takes the short form, so the derived equality is equality
 /// of the text the reference compares. The hex round trip is exact for
 /// lower-case digits, the only ones that take the short form.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
