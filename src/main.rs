@@ -696,7 +696,7 @@ fn cmd_verify(a: VerifyArgs) -> Result<u8> {
         }
     }
     // The process ends here: freeing every artifact record of the links
-    // (an allocation or three each, 100,000 and more on big chains) would
+    // (its path is an allocation; 100,000 and more on big chains) would
     // only delay the exit.
     std::mem::forget(result);
     Ok(code)

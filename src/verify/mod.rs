@@ -947,12 +947,6 @@ fn run_inspection(
     }
     let products =
         snapshot(&opts.inspection_dir, Some(&cache), None).map_err(|e| wrap(Box::new(e)))?;
-    // Freeing a big cache (an allocation or three per file) is off the
-    // verdict's path: tens of milliseconds at 20,000 files.
-    // (If no thread can be had, the cache is freed here, as before.)
-    if cache.len() > 4096 {
-        let _ = std::thread::Builder::new().spawn(move || drop(cache));
-    }
     Ok(Link {
         name: insp.name.clone(),
         command: insp.run.clone(),
