@@ -48,19 +48,23 @@ fn marker(tag: &str) -> String {
 
 /// Host processes whose command line contains `needle`.
 fn count_procs(needle: &str) -> usize {
-    let mut n = 0;
+    procs(needle).len()
+}
+
+/// The processes whose command line holds `needle`.
+fn procs(needle: &str) -> Vec<nix::unistd::Pid> {
+    let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let name = entry.file_name();
-        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
-        }
+        };
         if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
             if String::from_utf8_lossy(&cmdline).contains(needle) {
-                n += 1;
+                out.push(nix::unistd::Pid::from_raw(pid));
             }
         }
     }
-    n
+    out
 }
 
 #[test]
@@ -103,7 +107,9 @@ fn network_namespace_keeps_nothing_between_inspections() {
 /// The same for a caller that is not root (apt's method runs as `_apt`):
 /// the namespaces then come from a holder process in a user namespace of
 /// its own. The test runs itself again as `nobody`; the holder is gone once
-/// that process is.
+/// that process is. A holder that dies takes the pool with it, not the
+/// inspections: its namespaces can no longer be joined, and each sandbox is
+/// set up again with a fresh one of its own (a loopback alone).
 #[test]
 fn network_namespace_keeps_nothing_between_inspections_as_another_user() {
     use std::os::unix::process::CommandExt;
@@ -112,6 +118,18 @@ fn network_namespace_keeps_nothing_between_inspections_as_another_user() {
     if std::env::var_os(AS_NOBODY).is_some() {
         pooled_namespaces_keep_nothing();
         assert_eq!(count_procs(sandbox::HOLDER_ARG), 1, "one holder");
+        for pid in procs(sandbox::HOLDER_ARG) {
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..2 {
+            let out = sh("grep -c : /proc/net/dev", dir.path());
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                "1\n",
+                "without the holder: {out:?}"
+            );
+        }
         return;
     }
     assert!(
