@@ -4,8 +4,10 @@
 //! single install; this module only decides *which* packages (a directory
 //! walk or a Debian `Packages` index, optionally one shard of it), runs them
 //! on a rayon pool, and writes one JSONL report line per package as it
-//! finishes. Memory stays flat in the pool size: only the path list and the
-//! previous report's `path → (sha256, verdict)` map are held, never verdicts.
+//! finishes. Nothing the size of the pool is held: packages stream from the
+//! walk or the index into the workers, and lines go to the report as they
+//! finish. A resumed run holds the previous report's `path → (sha256,
+//! verdict)` table, which grows with that report.
 //!
 //! The report is append-only and is what makes runs resumable:
 //!
@@ -29,7 +31,6 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -137,82 +138,120 @@ pub struct Package {
 
 fn rel_string(rel: &Path) -> String {
     rel.components()
+        .filter(|c| *c != Component::CurDir)
         .map(|c| c.as_os_str().to_string_lossy())
         .collect::<Vec<_>>()
         .join("/")
 }
 
-/// Every `*.deb` and `*.crate` under `root`, sorted by relative path;
-/// `*.intoto/` directories (metadata) are not entered. Symlinks to files
-/// count; symlinked directories are not followed (no loops).
-pub fn list_tree(root: &Path) -> Result<Vec<Package>, MirrorError> {
-    let mut out = Vec::new();
-    let walk = walkdir::WalkDir::new(root)
+/// Where the packages of a run come from. Both are read as a stream, one
+/// package at a time, so a run holds no list of the pool.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Every `*.deb` and `*.crate` under a directory.
+    Tree(PathBuf),
+    /// The `Filename:` fields of a Debian `Packages` index, relative to `base`.
+    Index { index: PathBuf, base: PathBuf },
+}
+
+/// The packages of a [`Source`], in its order.
+pub type Packages<'a> = Box<dyn Iterator<Item = Result<Package, MirrorError>> + Send + 'a>;
+
+impl Source {
+    /// The packages in walk order (each directory's entries sorted by name)
+    /// or index order. `*.intoto/` directories (metadata) are not entered;
+    /// symlinks to files count; symlinked directories are not followed (no
+    /// loops). An index `Filename` that is absolute or leaves the base is an
+    /// error, as is a directory that cannot be read.
+    pub fn packages(&self) -> Result<Packages<'_>, MirrorError> {
+        match self {
+            Source::Tree(root) => Ok(Box::new(tree(root))),
+            Source::Index { index, base } => index_lines(index, base),
+        }
+    }
+
+    /// How many packages (of `shard`, if given) the source holds: a pass
+    /// over it before the run, for the progress total, that also finds an
+    /// unreadable directory or a bad index line before anything is checked.
+    pub fn count(&self, shard: Option<Shard>) -> Result<u64, MirrorError> {
+        let mut n = 0;
+        for p in self.packages()? {
+            let p = p?;
+            if shard.is_none_or(|s| s.contains(&p.rel)) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn tree(root: &Path) -> impl Iterator<Item = Result<Package, MirrorError>> + Send + '_ {
+    walkdir::WalkDir::new(root)
         .follow_links(false)
+        .sort_by_file_name()
         .into_iter()
         .filter_entry(|e| {
             !(e.depth() > 0
                 && e.file_type().is_dir()
                 && e.file_name().to_string_lossy().ends_with(".intoto"))
-        });
-    for e in walk {
-        let e = e.map_err(|source| MirrorError::Walk {
-            root: root.to_path_buf(),
-            source,
-        })?;
-        let name = e.file_name().to_string_lossy();
-        if !(name.ends_with(".deb") || name.ends_with(".crate")) {
-            continue;
-        }
-        let ft = e.file_type();
-        if !(ft.is_file() || (ft.is_symlink() && e.path().is_file())) {
-            continue;
-        }
-        let rel = e.path().strip_prefix(root).unwrap_or(e.path());
-        out.push(Package {
-            rel: rel_string(rel),
-            path: e.path().to_path_buf(),
-        });
-    }
-    out.sort_by(|a, b| a.rel.cmp(&b.rel));
-    Ok(out)
+        })
+        .filter_map(move |e| {
+            let e = match e {
+                Ok(e) => e,
+                Err(source) => {
+                    return Some(Err(MirrorError::Walk {
+                        root: root.to_path_buf(),
+                        source,
+                    }))
+                }
+            };
+            let name = e.file_name().to_string_lossy();
+            if !(name.ends_with(".deb") || name.ends_with(".crate")) {
+                return None;
+            }
+            let ft = e.file_type();
+            if !(ft.is_file() || (ft.is_symlink() && e.path().is_file())) {
+                return None;
+            }
+            let rel = e.path().strip_prefix(root).unwrap_or(e.path());
+            Some(Ok(Package {
+                rel: rel_string(rel),
+                path: e.into_path(),
+            }))
+        })
 }
 
-/// The packages a Debian `Packages` index names (`Filename:` fields,
-/// relative to `base`), sorted and deduplicated.
-pub fn list_index(index: &Path, base: &Path) -> Result<Vec<Package>, MirrorError> {
-    let read_err = |source| MirrorError::ReadIndex {
+fn index_lines<'a>(index: &'a Path, base: &'a Path) -> Result<Packages<'a>, MirrorError> {
+    let read_err = move |source| MirrorError::ReadIndex {
         file: index.to_path_buf(),
         source,
     };
     let reader = BufReader::new(File::open(index).map_err(read_err)?);
-    let mut out = Vec::new();
-    for (i, line) in reader.lines().enumerate() {
-        let line = line.map_err(read_err)?;
-        let Some(value) = line.strip_prefix("Filename:") else {
-            continue;
-        };
-        let value = value.trim();
-        let rel = Path::new(value);
-        if value.is_empty()
-            || !rel
-                .components()
-                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
-        {
-            return Err(MirrorError::IndexPath {
-                file: index.to_path_buf(),
-                line: i + 1,
-                value: value.to_owned(),
-            });
-        }
-        out.push(Package {
-            rel: rel_string(rel),
-            path: base.join(rel),
-        });
-    }
-    out.sort_by(|a, b| a.rel.cmp(&b.rel));
-    out.dedup_by(|a, b| a.rel == b.rel);
-    Ok(out)
+    Ok(Box::new(reader.lines().enumerate().filter_map(
+        move |(i, line)| {
+            let line = match line {
+                Ok(l) => l,
+                Err(e) => return Some(Err(read_err(e))),
+            };
+            let value = line.strip_prefix("Filename:")?.trim();
+            let rel = Path::new(value);
+            if value.is_empty()
+                || !rel
+                    .components()
+                    .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+            {
+                return Some(Err(MirrorError::IndexPath {
+                    file: index.to_path_buf(),
+                    line: i + 1,
+                    value: value.to_owned(),
+                }));
+            }
+            Some(Ok(Package {
+                rel: rel_string(rel),
+                path: base.join(rel),
+            }))
+        },
+    )))
 }
 
 /// Shard `index` (1-based) of `count`.
@@ -425,7 +464,9 @@ pub struct Done<'a> {
 
 /// A bulk check.
 pub struct Run<'a> {
-    pub packages: &'a [Package],
+    pub source: &'a Source,
+    /// Check only this shard's packages.
+    pub shard: Option<Shard>,
     pub check: &'a PolicyCheck<'a>,
     /// Worker threads (0: one per core).
     pub jobs: usize,
@@ -501,9 +542,11 @@ fn check_hashed(p: &Package, sha256: String, pc: &PolicyCheck, started: Instant)
     }
 }
 
-/// Checks every package on `r.jobs` threads, appending each line to the
-/// report as it finishes and calling `on_done`. Stops early only if the
-/// report cannot be written.
+/// Checks every package on `r.jobs` threads, taking them from the source
+/// one at a time as workers come free, appending each line to the report as
+/// it finishes and calling `on_done`. Stops at the first error of the
+/// source (a directory that cannot be read) or the report; the lines written
+/// until then stand, so a rerun resumes.
 pub fn run(r: &Run, on_done: &(dyn Fn(Done) + Sync)) -> Result<RunSummary, MirrorError> {
     let started = Instant::now();
     let pool = rayon::ThreadPoolBuilder::new()
@@ -524,8 +567,6 @@ pub fn run(r: &Run, on_done: &(dyn Fn(Done) + Sync)) -> Result<RunSummary, Mirro
         checked: 0,
         resumed: 0,
     });
-    let failed: Mutex<Option<MirrorError>> = Mutex::new(None);
-    let stop = AtomicBool::new(false);
     let record = |rel: &str, verdict: Outcome, resumed: bool| {
         {
             let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
@@ -542,39 +583,32 @@ pub fn run(r: &Run, on_done: &(dyn Fn(Done) + Sync)) -> Result<RunSummary, Mirro
             resumed,
         });
     };
+    let packages = r.source.packages()?.filter(|p| match (p, r.shard) {
+        (Ok(p), Some(shard)) => shard.contains(&p.rel),
+        _ => true,
+    });
     pool.install(|| {
-        r.packages.par_iter().for_each(|p| {
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
+        packages.par_bridge().try_for_each(|p| {
+            let p = p?;
             let started = Instant::now();
             let entry = match sha256_file(&p.path) {
                 Ok(h) => {
                     let prev = r.report.and_then(|rep| rep.previous.get(&p.rel));
                     if let Some(prev) = prev.filter(|pr| pr.sha256.as_deref() == Some(&h)) {
                         record(&p.rel, prev.verdict, true);
-                        return;
+                        return Ok(());
                     }
-                    check_hashed(p, h, r.check, started)
+                    check_hashed(&p, h, r.check, started)
                 }
-                Err(_) => check_one(p, r.check),
+                Err(_) => check_one(&p, r.check),
             };
             if let Some(rep) = r.report {
-                if let Err(e) = rep.append(&entry) {
-                    stop.store(true, Ordering::Relaxed);
-                    failed
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get_or_insert(e);
-                    return;
-                }
+                rep.append(&entry)?;
             }
             record(&entry.path, entry.verdict, false);
+            Ok(())
         })
-    });
-    if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        return Err(e);
-    }
+    })?;
     let t = tally.into_inner().unwrap_or_else(|e| e.into_inner());
     let elapsed = started.elapsed();
     Ok(RunSummary {
@@ -723,19 +757,52 @@ mod tests {
         let idx = dir.path().join("Packages");
         std::fs::write(
             &idx,
-            "Package: b\nFilename: pool/main/b/b_1_all.deb\n\nPackage: a\nFilename: pool/main/a/a_1_all.deb\n",
+            "Package: b\nFilename: pool/main/b/b_1_all.deb\n\nPackage: a\nFilename: ./pool/main/a/a_1_all.deb\n",
         )
         .unwrap();
-        let got = list_index(&idx, Path::new("/srv/mirror")).unwrap();
-        assert_eq!(got[0].rel, "pool/main/a/a_1_all.deb");
+        let source = Source::Index {
+            index: idx.clone(),
+            base: "/srv/mirror".into(),
+        };
+        let got: Vec<Package> = source.packages().unwrap().map(Result::unwrap).collect();
+        assert_eq!(got.len(), 2);
         assert_eq!(
-            got[1].path,
+            got[0].path,
             Path::new("/srv/mirror/pool/main/b/b_1_all.deb")
         );
-        std::fs::write(&idx, "Filename: ../etc/x.deb\n").unwrap();
+        assert_eq!(got[1].rel, "pool/main/a/a_1_all.deb");
+        assert_eq!(source.count(None).unwrap(), 2);
+        std::fs::write(&idx, "Filename: pool/x.deb\nFilename: ../etc/x.deb\n").unwrap();
         assert!(matches!(
-            list_index(&idx, Path::new("/")),
-            Err(MirrorError::IndexPath { line: 1, .. })
+            source.count(None),
+            Err(MirrorError::IndexPath { line: 2, .. })
         ));
+    }
+
+    #[test]
+    fn tree_walk_skips_metadata_and_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for f in [
+            "b/z.deb",
+            "b/a.crate",
+            "a.deb",
+            "a.deb.intoto/inner.deb",
+            "notes.txt",
+            "c/d.crate.sig",
+        ] {
+            let path = root.join(f);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, b"x").unwrap();
+        }
+        std::fs::create_dir(root.join("dir.deb")).unwrap();
+        std::os::unix::fs::symlink(root.join("a.deb"), root.join("link.deb")).unwrap();
+        std::os::unix::fs::symlink(root.join("b"), root.join("linkdir")).unwrap();
+        let source = Source::Tree(root.to_path_buf());
+        let rels: Vec<String> = source.packages().unwrap().map(|p| p.unwrap().rel).collect();
+        assert_eq!(rels, ["a.deb", "b/a.crate", "b/z.deb", "link.deb"]);
+        let shard = Shard { index: 1, count: 2 };
+        let in_shard = rels.iter().filter(|r| shard.contains(r)).count() as u64;
+        assert_eq!(source.count(Some(shard)).unwrap(), in_shard);
     }
 }

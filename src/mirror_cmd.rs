@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use totogate::check::{LayoutCache, PolicyCheck};
 use totogate::fetch::{FetchLimits, Fetcher};
-use totogate::mirror::{self, Counts, Done, Report, Run, Shard};
+use totogate::mirror::{self, Counts, Done, Report, Run, Shard, Source};
 use totogate::policy::Policy;
 
 #[derive(Args)]
@@ -49,7 +49,7 @@ Metadata is found as the policy says (e.g. the sibling directory <package>.intot
 the links); *.intoto/ directories are not searched for packages."
 )]
 struct CheckArgs {
-    /// The pool directory: every *.deb and *.crate under it, sorted by path
+    /// The pool directory: every *.deb and *.crate under it (each directory in name order)
     #[arg(
         required_unless_present = "packages_index",
         conflicts_with = "packages_index"
@@ -192,19 +192,20 @@ impl Progress {
 
 fn check(a: CheckArgs) -> Result<u8> {
     let policy = Policy::load(&a.policy).context("loading the policy")?;
-    let mut packages = match (&a.pool, &a.packages_index, &a.base) {
+    let source = match (&a.pool, &a.packages_index, &a.base) {
         (Some(pool), _, _) => {
             if !pool.is_dir() {
                 anyhow::bail!("{}: not a directory", pool.display());
             }
-            mirror::list_tree(pool)?
+            Source::Tree(pool.clone())
         }
-        (None, Some(index), Some(base)) => mirror::list_index(index, base)?,
+        (None, Some(index), Some(base)) => Source::Index {
+            index: index.clone(),
+            base: base.clone(),
+        },
         _ => unreachable!("clap requires POOL or --packages-index with --base"),
     };
-    if let Some(shard) = a.shard {
-        packages.retain(|p| shard.contains(&p.rel));
-    }
+    let total = source.count(a.shard)?;
     let report = match &a.report {
         Some(path) => {
             let r = Report::open(path)?;
@@ -230,12 +231,12 @@ fn check(a: CheckArgs) -> Result<u8> {
         inspection_timeout: a.confine.inspection_timeout(),
         work_dir: a.confine.work_dir(),
     };
-    let total = packages.len() as u64;
     let mut progress = Progress::new(total, a.quiet);
     let on_done = |d: Done| progress.inc(d);
     let summary = mirror::run(
         &Run {
-            packages: &packages,
+            source: &source,
+            shard: a.shard,
             check: &pc,
             jobs: a.jobs.unwrap_or(0),
             report: report.as_ref(),
