@@ -245,90 +245,33 @@ fn run_pipeline(req: &Request, v: &mut Verdict) {
         }
     };
 
-    // 2. Unpack into a fresh directory, with the package file beside its contents.
-    let tmp = match req.work_dir.as_deref() {
-        Some(d) => tempfile::Builder::new().prefix("totogate-").tempdir_in(d),
-        None => tempfile::Builder::new().prefix("totogate-").tempdir(),
+    // 2. Unpack into a fresh directory, with the package file beside its
+    //    contents: in memory when it is small enough, else on disk.
+    let place = Place {
+        package: req.package,
+        contents: req.contents,
+        limits: &req.unpack,
+        inspects: !layout.layout().inspect.is_empty(),
     };
-    let tmp = match tmp {
-        Ok(t) => t,
+    let prepared = match req.work_dir.as_deref() {
+        Some(dir) => place.prepare(Some(dir), None),
+        None => place.prepare_anywhere(in_memory(req.package)),
+    };
+    let (_tmp, root) = match prepared {
+        Ok(p) => {
+            v.format = p.format;
+            v.name = p.name;
+            v.version = p.version;
+            (p.tmp, p.root)
+        }
         Err(e) => {
-            v.reasons
-                .push(format!("cannot create a sandbox directory: {e}"));
+            v.reasons.extend(e.reasons);
             return;
         }
     };
-    // The sandbox runs inspections as an unprivileged uid: it must be able to
-    // pass through this directory to reach `root`.
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Err(e) = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711))
-        {
-            v.reasons
-                .push(format!("preparing the sandbox directory: {e}"));
-            return;
-        }
-    }
-    if !layout.layout().inspect.is_empty() {
-        if let Some(blocked) = unreachable_by_sandbox(tmp.path()) {
-            v.reasons.push(format!(
-                "the inspections' sandbox runs as uid {} and cannot reach {}: {} is not searchable \
-                 by others (chmod o+x it, or choose another --work-dir / $TMPDIR)",
-                sandbox::SANDBOX_ID,
-                tmp.path().display(),
-                blocked.display()
-            ));
-            return;
-        }
-    }
-    let root = tmp.path().join("root");
-    match req.contents {
-        Contents::Unpacked => match package::unpack(req.package, &root, &req.unpack) {
-            Ok(unpacked) => {
-                v.format = Some(format!("{:?}", unpacked.format));
-                v.name = unpacked.name;
-                v.version = unpacked.version;
-            }
-            Err(e) => {
-                v.reasons
-                    .push(format!("unpacking {}: refused", req.package.display()));
-                v.reasons.extend(chain(&e));
-                return;
-            }
-        },
-        Contents::PackageOnly => {
-            if let Err(e) = std::fs::create_dir(&root) {
-                v.reasons
-                    .push(format!("cannot create the inspection directory: {e}"));
-                return;
-            }
-            if let Some((_, name, version)) = identify(req.package) {
-                v.name = Some(name);
-                v.version = Some(version);
-            }
-        }
-    }
-    let Some(file_name) = req.package.file_name() else {
-        v.reasons.push("the package path has no file name".into());
-        return;
-    };
-    let beside = root.join(file_name);
-    if std::fs::symlink_metadata(&beside).is_ok() {
-        v.reasons.push(format!(
-            "the package contains a member named like the package file itself ({}), which would hide it",
-            file_name.to_string_lossy()
-        ));
-        return;
-    }
-    if let Err(e) = std::fs::copy(req.package, &beside) {
-        v.reasons.push(format!(
-            "copying the package into the sandbox directory: {e}"
-        ));
-        return;
-    }
 
     // 3. The whole supply chain, inspections confined to the directory.
-    opts.inspection_dir = root.clone();
+    opts.inspection_dir = root;
     let runner = SandboxRunner {
         policy: req.sandbox.clone(),
         missing: Mutex::new(Vec::new()),
@@ -363,6 +306,194 @@ fn run_pipeline(req: &Request, v: &mut Verdict) {
             v.missing_links = e.is_missing_links();
             v.reasons.extend(chain(&e));
         }
+    }
+}
+
+/// The largest package checked in memory (see [`in_memory`]), and the most
+/// it may unpack to there; a package that needs more is unpacked again on
+/// disk under the caller's limits.
+const IN_MEMORY_PACKAGE: u64 = 64 << 20;
+const IN_MEMORY_UNPACKED: u64 = 256 << 20;
+
+/// A memory file system to prepare a package's directory in, and the most
+/// that may be unpacked there.
+#[derive(Debug, PartialEq, Eq)]
+struct Memory {
+    dir: PathBuf,
+    max_unpacked: u64,
+}
+
+/// `/dev/shm` for a package of at most [`IN_MEMORY_PACKAGE`] bytes, when it
+/// is a memory file system we may write to; `None`: the usual temporary
+/// directory. Unpacking a small package on a disk file system (ext4 here,
+/// where `/tmp` is not a tmpfs as on Debian 13) waits on inode and journal
+/// writes and, with `discard`, on the disk when the files are removed:
+/// `mirror` of 1,000 small packages took 5.2 s on disk and 3.6 s in memory.
+/// At most [`IN_MEMORY_PACKAGE`] + [`IN_MEMORY_UNPACKED`] per check is held.
+fn in_memory(package: &Path) -> Option<Memory> {
+    use nix::sys::statfs::{statfs, TMPFS_MAGIC};
+    use nix::unistd::{access, AccessFlags};
+    let shm = Path::new("/dev/shm");
+    let small = std::fs::metadata(package).is_ok_and(|m| m.len() <= IN_MEMORY_PACKAGE);
+    let usable = small
+        && statfs(shm).is_ok_and(|s| s.filesystem_type() == TMPFS_MAGIC)
+        && access(shm, AccessFlags::W_OK | AccessFlags::X_OK).is_ok();
+    usable.then(|| Memory {
+        dir: shm.to_path_buf(),
+        max_unpacked: IN_MEMORY_UNPACKED,
+    })
+}
+
+/// A package's directory, ready for its inspections: `root` holds what
+/// `contents` says and the package file; `tmp` removes it all when dropped.
+struct Prepared {
+    tmp: tempfile::TempDir,
+    root: PathBuf,
+    format: Option<String>,
+    name: Option<String>,
+    version: Option<String>,
+}
+
+/// Why a directory could not be prepared; `out_of_room`: only because the
+/// file system filled up or the unpacked size passed a cap lower than the
+/// caller's (in memory), so a disk may do.
+struct PrepareError {
+    reasons: Vec<String>,
+    out_of_room: bool,
+}
+
+impl PrepareError {
+    fn new(reason: String) -> PrepareError {
+        PrepareError {
+            reasons: vec![reason],
+            out_of_room: false,
+        }
+    }
+}
+
+fn is_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+}
+
+/// What goes into a package's directory.
+struct Place<'a> {
+    package: &'a Path,
+    contents: Contents,
+    /// The caller's unpack limits.
+    limits: &'a Limits,
+    /// The layout has inspections (which run as another uid).
+    inspects: bool,
+}
+
+impl Place<'_> {
+    /// In `memory` if given and the package fits there, else on disk.
+    fn prepare_anywhere(&self, memory: Option<Memory>) -> Result<Prepared, PrepareError> {
+        if let Some(m) = memory {
+            match self.prepare(Some(&m.dir), Some(m.max_unpacked)) {
+                Err(e) if e.out_of_room => {}
+                got => return got,
+            }
+        }
+        self.prepare(None, None)
+    }
+
+    /// A fresh directory under `dir` (default: `$TMPDIR`), filled as
+    /// `contents` says, unpacking at most `cap` bytes if given.
+    fn prepare(&self, dir: Option<&Path>, cap: Option<u64>) -> Result<Prepared, PrepareError> {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("totogate-");
+        let tmp = match dir {
+            Some(d) => builder.tempdir_in(d),
+            None => builder.tempdir(),
+        }
+        .map_err(|e| PrepareError::new(format!("cannot create a sandbox directory: {e}")))?;
+        // The sandbox runs inspections as an unprivileged uid: it must be
+        // able to pass through this directory to reach `root`.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711))
+                .map_err(|e| PrepareError::new(format!("preparing the sandbox directory: {e}")))?;
+        }
+        if self.inspects {
+            if let Some(blocked) = unreachable_by_sandbox(tmp.path()) {
+                return Err(PrepareError::new(format!(
+                    "the inspections' sandbox runs as uid {} and cannot reach {}: {} is not \
+                     searchable by others (chmod o+x it, or choose another --work-dir / $TMPDIR)",
+                    sandbox::SANDBOX_ID,
+                    tmp.path().display(),
+                    blocked.display()
+                )));
+            }
+        }
+        let root = tmp.path().join("root");
+        let mut p = Prepared {
+            root: root.clone(),
+            tmp,
+            format: None,
+            name: None,
+            version: None,
+        };
+        match self.contents {
+            Contents::Unpacked => {
+                let mut limits = self.limits.clone();
+                let capped = cap.is_some_and(|c| c < limits.max_total_bytes);
+                if let Some(c) = cap {
+                    limits.max_total_bytes = limits.max_total_bytes.min(c);
+                }
+                match package::unpack(self.package, &root, &limits) {
+                    Ok(unpacked) => {
+                        p.format = Some(format!("{:?}", unpacked.format));
+                        p.name = unpacked.name;
+                        p.version = unpacked.version;
+                    }
+                    Err(e) => {
+                        let out_of_room = match &e {
+                            package::UnpackError::TooManyBytes { .. } => capped,
+                            package::UnpackError::Write { source, .. } => is_full(source),
+                            _ => false,
+                        };
+                        let mut reasons =
+                            vec![format!("unpacking {}: refused", self.package.display())];
+                        reasons.extend(chain(&e));
+                        return Err(PrepareError {
+                            reasons,
+                            out_of_room,
+                        });
+                    }
+                }
+            }
+            Contents::PackageOnly => {
+                std::fs::create_dir(&root).map_err(|e| {
+                    PrepareError::new(format!("cannot create the inspection directory: {e}"))
+                })?;
+                if let Some((_, name, version)) = identify(self.package) {
+                    p.name = Some(name);
+                    p.version = Some(version);
+                }
+            }
+        }
+        let Some(file_name) = self.package.file_name() else {
+            return Err(PrepareError::new(
+                "the package path has no file name".into(),
+            ));
+        };
+        let beside = root.join(file_name);
+        if std::fs::symlink_metadata(&beside).is_ok() {
+            return Err(PrepareError::new(format!(
+                "the package contains a member named like the package file itself ({}), which \
+                 would hide it",
+                file_name.to_string_lossy()
+            )));
+        }
+        if let Err(e) = std::fs::copy(self.package, &beside) {
+            return Err(PrepareError {
+                out_of_room: is_full(&e),
+                reasons: vec![format!(
+                    "copying the package into the sandbox directory: {e}"
+                )],
+            });
+        }
+        Ok(p)
     }
 }
 
@@ -594,5 +725,128 @@ fn rule_name(rule: &Rule) -> String {
     match rule.index {
         Some(i) => format!("#{} ({})", i + 1, rule.name),
         None => "(sibling .intoto directory)".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_deb() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/samples/deb/hello_1.0_all.deb")
+    }
+
+    #[test]
+    fn only_small_packages_are_checked_in_memory() {
+        let d = tempfile::tempdir().unwrap();
+        let small = d.path().join("small_1_all.deb");
+        std::fs::write(&small, b"!<arch>\n").unwrap();
+        let big = d.path().join("big_1_all.deb");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(IN_MEMORY_PACKAGE + 1)
+            .unwrap();
+        assert_eq!(in_memory(&big), None);
+        assert_eq!(in_memory(&d.path().join("missing.deb")), None);
+        // Here (and in CI) /dev/shm is a tmpfs root may write to.
+        assert_eq!(
+            in_memory(&small),
+            Some(Memory {
+                dir: PathBuf::from("/dev/shm"),
+                max_unpacked: IN_MEMORY_UNPACKED
+            })
+        );
+    }
+
+    #[test]
+    fn a_package_too_big_for_memory_is_unpacked_on_disk() {
+        let memory = tempfile::tempdir().unwrap();
+        let package = sample_deb();
+        let limits = Limits::default();
+        let place = Place {
+            package: &package,
+            contents: Contents::Unpacked,
+            limits: &limits,
+            inspects: false,
+        };
+        let in_memory_dir = |max_unpacked| Memory {
+            dir: memory.path().to_path_buf(),
+            max_unpacked,
+        };
+        // Room enough: prepared in the memory directory.
+        let p = place
+            .prepare_anywhere(Some(in_memory_dir(1 << 20)))
+            .unwrap_or_else(|e| panic!("{:?}", e.reasons));
+        assert!(p.tmp.path().starts_with(memory.path()));
+        assert!(p.root.join("hello_1.0_all.deb").is_file());
+        assert_eq!(p.name.as_deref(), Some("hello"));
+        drop(p);
+        // Over the memory cap (the sample unpacks to more than 16 bytes):
+        // prepared again on disk, nothing left in memory.
+        let p = place
+            .prepare_anywhere(Some(in_memory_dir(16)))
+            .unwrap_or_else(|e| panic!("{:?}", e.reasons));
+        assert!(p.tmp.path().starts_with(std::env::temp_dir()));
+        assert!(p.root.join("usr/bin/hello").is_file());
+        assert_eq!(std::fs::read_dir(memory.path()).unwrap().count(), 0);
+        // The caller's own limit is a refusal wherever it is prepared.
+        let tight = Limits {
+            max_total_bytes: 16,
+            ..Limits::default()
+        };
+        let place = Place {
+            limits: &tight,
+            ..place
+        };
+        let e = place
+            .prepare_anywhere(Some(in_memory_dir(1 << 20)))
+            .err()
+            .expect("over the caller's limit");
+        assert!(!e.out_of_room);
+        assert!(
+            e.reasons.iter().any(|r| r.contains("exceeds 16 bytes")),
+            "{:?}",
+            e.reasons
+        );
+    }
+
+    #[test]
+    fn a_full_memory_file_system_sends_the_package_to_disk() {
+        use nix::mount::{mount, umount, MsFlags};
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test mounts a small tmpfs: run the tests as root (as .ci/run does)"
+        );
+        let memory = tempfile::tempdir().unwrap();
+        // Room for the directories but not for the sample's files.
+        mount(
+            Some("tmpfs"),
+            memory.path(),
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("size=8k"),
+        )
+        .unwrap();
+        let package = sample_deb();
+        let limits = Limits::default();
+        let place = Place {
+            package: &package,
+            contents: Contents::Unpacked,
+            limits: &limits,
+            inspects: false,
+        };
+        let full = place.prepare(Some(memory.path()), Some(1 << 20));
+        let got = place.prepare_anywhere(Some(Memory {
+            dir: memory.path().to_path_buf(),
+            max_unpacked: 1 << 20,
+        }));
+        let left = std::fs::read_dir(memory.path()).unwrap().count();
+        umount(memory.path()).unwrap();
+        let e = full.err().expect("an 8 KiB tmpfs cannot hold the sample");
+        assert!(e.out_of_room, "{:?}", e.reasons);
+        let p = got.unwrap_or_else(|e| panic!("{:?}", e.reasons));
+        assert!(p.tmp.path().starts_with(std::env::temp_dir()));
+        assert!(p.root.join("usr/bin/hello").is_file());
+        assert_eq!(left, 0);
     }
 }

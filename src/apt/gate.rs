@@ -163,7 +163,6 @@ impl Gate {
                 rebuilders,
             } => {
                 let links = RebuilderLinks::fetch(&self.fetcher, rebuilders, name, version);
-                let work_dir = self.work_dir.clone().or_else(|| in_memory(deb));
                 let mut v = check::check(&Request {
                     package: deb,
                     // The verification directory apt-transport-in-toto
@@ -178,7 +177,7 @@ impl Gate {
                     unpack: self.unpack.clone(),
                     sandbox: self.sandbox.clone(),
                     inspection_timeout: self.inspection_timeout,
-                    work_dir,
+                    work_dir: self.work_dir.clone(),
                 });
                 // Why links are missing belongs with a refusal.
                 if v.allowed {
@@ -197,27 +196,6 @@ impl Gate {
             Decision::Refused(verdict)
         }
     }
-}
-
-/// The largest `.deb` checked in memory (see [`in_memory`]).
-const IN_MEMORY_LIMIT: u64 = 64 << 20;
-
-/// `/dev/shm` for a package of at most [`IN_MEMORY_LIMIT`] bytes, when it is
-/// a memory file system we may write to; `None`: the usual temporary
-/// directory. The verification directory holds a copy of the `.deb` alone;
-/// made, written and removed on a disk file system (ext4 here, where `/tmp`
-/// is not a tmpfs as on Debian 13) it cost about 5 % of an `apt-get
-/// download` of small packages through the method. At most
-/// [`IN_MEMORY_LIMIT`] per worker is held.
-fn in_memory(deb: &Path) -> Option<PathBuf> {
-    use nix::sys::statfs::{statfs, TMPFS_MAGIC};
-    use nix::unistd::{access, AccessFlags};
-    let shm = Path::new("/dev/shm");
-    let small = std::fs::metadata(deb).is_ok_and(|m| m.len() <= IN_MEMORY_LIMIT);
-    let usable = small
-        && statfs(shm).is_ok_and(|s| s.filesystem_type() == TMPFS_MAGIC)
-        && access(shm, AccessFlags::W_OK | AccessFlags::X_OK).is_ok();
-    usable.then(|| shm.to_path_buf())
 }
 
 /// `name` and `version` of `name_version_arch.deb` (the version as it is in
@@ -411,22 +389,6 @@ mod tests {
                 "{who}: {problems}"
             );
         }
-    }
-
-    #[test]
-    fn only_small_packages_are_checked_in_memory() {
-        let d = tempfile::tempdir().unwrap();
-        let small = d.path().join("small_1_all.deb");
-        std::fs::write(&small, b"!<arch>\n").unwrap();
-        let big = d.path().join("big_1_all.deb");
-        std::fs::File::create(&big)
-            .unwrap()
-            .set_len(IN_MEMORY_LIMIT + 1)
-            .unwrap();
-        assert_eq!(in_memory(&big), None);
-        assert_eq!(in_memory(&d.path().join("missing.deb")), None);
-        // Here (and in CI) /dev/shm is a tmpfs root may write to.
-        assert_eq!(in_memory(&small), Some(PathBuf::from("/dev/shm")));
     }
 
     #[test]
