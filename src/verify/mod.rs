@@ -590,7 +590,12 @@ fn verify_chain(
     }
     // The first inspection's "before" snapshot of its directory does not
     // depend on the links: hash it while the links are parsed and checked.
-    let early_snapshot = (depth == 0 && !layout.inspect.is_empty()).then(|| {
+    // Not when this runs on a rayon worker (`mirror`, many packages at
+    // once): the other workers have packages of their own, and a thread per
+    // package would hand each small directory to the global pool, whose
+    // threads then compete with the workers for the cores.
+    let early = depth == 0 && !layout.inspect.is_empty() && rayon::current_thread_index().is_none();
+    let early_snapshot = early.then(|| {
         let dir = opts.inspection_dir.clone();
         std::thread::spawn(move || snapshot_before(&dir))
     });
