@@ -70,7 +70,7 @@ pub struct ConfineArgs {
     /// Largest compression ratio (unpacked bytes per packed byte)
     #[arg(long = "max-ratio", value_name = "N")]
     max_ratio: Option<u64>,
-    /// Where to make the per-package directories (default: $TMPDIR)
+    /// Where to make the per-package directories (default: /dev/shm for packages up to 64 MiB when it is a tmpfs, else $TMPDIR)
     #[arg(long = "work-dir", value_name = "DIR")]
     work_dir: Option<PathBuf>,
 }
