@@ -648,6 +648,8 @@ fn cmd_verify(a: VerifyArgs) -> Result<u8> {
     }
     let mut opts = Options::new();
     opts.inspection_timeout = Duration::from_secs(a.inspection_timeout);
+    // As in-toto-verify: each inspection's link is left in the working directory.
+    opts.persist_inspection_links = true;
     if !a.params.is_empty() {
         let mut m = std::collections::BTreeMap::new();
         for p in &a.params {

@@ -435,6 +435,19 @@ impl Envelope {
     }
 }
 
+/// The file the reference writes for an unsigned link
+/// (`Metablock(signed=link).dump(path)`, as `in-toto-verify` leaves each
+/// inspection's link behind), without making its canonical bytes.
+pub fn unsigned_link_file_bytes(link: &Link) -> Vec<u8> {
+    let style = PyStyle::Indent1;
+    let mut out = String::with_capacity(1024 + link.artifact_text_len(6));
+    let mut doc = PyContainer::object(&mut out, style, 0);
+    write_py(&Value::Array(Vec::new()), style, 1, doc.key("signatures"));
+    link.write_py(style, 1, doc.key("signed"));
+    doc.end();
+    out.into_bytes()
+}
+
 /// Why a key's signature on an envelope does not count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureProblem {

@@ -365,7 +365,7 @@ impl Link {
     /// bytes of quotes, separators and indentation per entry (sizes output
     /// buffers once: growing a multi-megabyte buffer by doubling costs more
     /// than the writing).
-    fn artifact_text_len(&self, extra: usize) -> usize {
+    pub(super) fn artifact_text_len(&self, extra: usize) -> usize {
         self.materials
             .iter()
             .chain(&self.products)

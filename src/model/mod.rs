@@ -13,7 +13,8 @@ mod link;
 mod rule;
 
 pub use envelope::{
-    Envelope, EnvelopeKind, Payload, Signature, SignatureProblem, DSSE_PAYLOAD_TYPE,
+    unsigned_link_file_bytes, Envelope, EnvelopeKind, Payload, Signature, SignatureProblem,
+    DSSE_PAYLOAD_TYPE,
 };
 pub use layout::{format_expiry, parse_expiry, Inspection, Layout, Step};
 pub use link::{ArtifactMap, HashDict, Link};

@@ -93,7 +93,7 @@ pub enum VerifyError {
     #[error("{path}: is a symlink; link files must be regular files in the link directory")]
     SymlinkedLink { path: PathBuf },
     #[error(
-        "step name {name:?} cannot name a file (it contains '/', is '.' or '..', or has a NUL)"
+        "step or inspection name {name:?} cannot name a file (it contains '/', is '.' or '..', or has a NUL)"
     )]
     BadStepName { name: String },
     #[error("step `{step}`: needs {threshold} link(s) signed by distinct authorised keys, found {found}{}", ignored_suffix(.ignored))]
@@ -118,6 +118,13 @@ pub enum VerifyError {
     Inspection {
         name: String,
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("inspection `{name}`: cannot write its link {path}: {source}")]
+    InspectionLink {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("inspection `{name}`: command {run:?} exited with {code}")]
     InspectionFailed {
@@ -228,6 +235,10 @@ pub struct Options {
     pub now: OffsetDateTime,
     pub limits: JsonLimits,
     pub max_sublayout_depth: usize,
+    /// Leave each inspection's (unsigned) link as `<name>.link` in
+    /// `inspection_dir`, as `in-toto-verify` does for auditing. Verdicts do
+    /// not depend on it: `*.link*` files are never recorded as artifacts.
+    pub persist_inspection_links: bool,
 }
 
 impl Default for Options {
@@ -248,6 +259,7 @@ impl Options {
             // Deeper than any real supply chain; stops a sublayout that
             // points at itself through a symlinked link directory.
             max_sublayout_depth: 8,
+            persist_inspection_links: false,
         }
     }
 }
@@ -845,6 +857,9 @@ fn verify_chain(
             .take()
             .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
         let link = run_inspection(insp, cx, before)?;
+        if opts.persist_inspection_links {
+            write_inspection_link(&opts.inspection_dir, &link)?;
+        }
         inspection_links.insert(insp.name.clone(), link);
     }
     let mut all: BTreeMap<String, &Link> = step_links;
@@ -952,13 +967,46 @@ fn run_inspection(
     }
     let products =
         snapshot(&opts.inspection_dir, Some(&cache), None).map_err(|e| wrap(Box::new(e)))?;
+    // As the reference's `in_toto_run` without `record_streams`.
+    let mut byproducts = serde_json::Map::new();
+    byproducts.insert("return-value".into(), code.into());
+    byproducts.insert("stderr".into(), "".into());
+    byproducts.insert("stdout".into(), "".into());
     Ok(Link {
         name: insp.name.clone(),
         command: insp.run.clone(),
         materials,
         products,
+        byproducts,
         ..Default::default()
     })
+}
+
+/// Writes `link` as `<name>.link` in `dir`, the bytes the reference dumps.
+/// A symlink already there is replaced, not written through: in `check`'s
+/// package directory the package put it there.
+fn write_inspection_link(dir: &Path, link: &Link) -> Result<(), VerifyError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    check_step_name(&link.name)?;
+    let path = dir.join(format!("{}.link", link.name));
+    let wrap = |source: std::io::Error| VerifyError::InspectionLink {
+        name: link.name.clone(),
+        path: path.clone(),
+        source,
+    };
+    if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+        std::fs::remove_file(&path).map_err(wrap)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(wrap)?;
+    f.write_all(&crate::model::unsigned_link_file_bytes(link))
+        .map_err(wrap)
 }
 
 /// Python `str.format(**params)` over a string: `{name}` replaced, `{{`/`}}` escapes.
@@ -1033,6 +1081,48 @@ fn substitute(layout: &Layout, params: &BTreeMap<String, String>) -> Result<Layo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_inspection_link_replaces_a_symlink_instead_of_writing_through_it() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = d.path().join("outside");
+        std::fs::write(&outside, b"keep").unwrap();
+        let dir = d.path().join("ws");
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("check.link")).unwrap();
+        let link = Link {
+            name: "check".into(),
+            command: vec!["true".into()],
+            ..Default::default()
+        };
+        write_inspection_link(&dir, &link).unwrap();
+        assert_eq!(std::fs::read(&outside).unwrap(), b"keep");
+        let written = dir.join("check.link");
+        assert!(std::fs::symlink_metadata(&written).unwrap().is_file());
+        assert_eq!(
+            std::fs::read(&written).unwrap(),
+            crate::model::unsigned_link_file_bytes(&link)
+        );
+        // A directory in the way, or a name that is not a file name, fails.
+        std::fs::create_dir(dir.join("sub.link")).unwrap();
+        let sub = Link {
+            name: "sub".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            write_inspection_link(&dir, &sub),
+            Err(VerifyError::InspectionLink { .. })
+        ));
+        let escape = Link {
+            name: "../escape".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            write_inspection_link(&dir, &escape),
+            Err(VerifyError::BadStepName { .. })
+        ));
+        assert!(!d.path().join("escape.link").exists());
+    }
 
     #[test]
     fn python_format_semantics() {

@@ -14,6 +14,7 @@ fn same_verdict_as_reference_on_every_scenario() {
         serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).unwrap()).unwrap();
     assert!(index.len() >= 40, "only {} scenarios", index.len());
     let mut mismatches = Vec::new();
+    let mut links_compared = 0;
     for name in &index {
         let sdir = dir.path().join(name);
         let spec: serde_json::Value =
@@ -45,6 +46,31 @@ fn same_verdict_as_reference_on_every_scenario() {
                 String::from_utf8_lossy(&ours.stderr).trim(),
             ));
         }
+        // The inspection links each verifier leaves in its working directory
+        // (in-toto-verify dumps one per inspection that ran): same names,
+        // same bytes.
+        let left = |d: &std::path::Path| -> std::collections::BTreeMap<String, Vec<u8>> {
+            std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|f| f.ends_with(".link") && !sdir.join(f).exists())
+                .map(|f| (f.clone(), std::fs::read(d.join(&f)).unwrap()))
+                .collect()
+        };
+        let (r_left, t_left) = (left(&rd), left(&td));
+        if r_left != t_left {
+            mismatches.push(format!(
+                "{name}: inspection links left behind differ: reference {:?}, totogate {:?}{}",
+                r_left.keys().collect::<Vec<_>>(),
+                t_left.keys().collect::<Vec<_>>(),
+                if r_left.keys().eq(t_left.keys()) {
+                    " (bytes differ)"
+                } else {
+                    ""
+                },
+            ));
+        }
+        links_compared += r_left.len();
     }
     assert!(
         mismatches.is_empty(),
@@ -53,8 +79,13 @@ fn same_verdict_as_reference_on_every_scenario() {
         index.len(),
         mismatches.join("\n")
     );
+    // The demo chains and the inspection scenarios leave links behind.
+    assert!(
+        links_compared >= 10,
+        "only {links_compared} inspection links compared"
+    );
     eprintln!(
-        "{} scenarios: same verdict as in-toto-verify 3.1.0",
+        "{} scenarios: same verdict as in-toto-verify 3.1.0; {links_compared} inspection links byte-identical",
         index.len()
     );
 }

@@ -967,6 +967,33 @@ def _(s):
     s.finish("pass")
 
 
+def _two_inspections(s, second_materials):
+    alice, bob = s.key("alice"), s.key("bob")
+    s.write("product.txt", "the product\n")
+    s.run("make", bob, [], ["product.txt"], "true")
+    s.layout([step("make", bob, [], [R("ALLOW product.txt"), R("DISALLOW *")], "true")],
+             [inspection("first", ["true"]),
+              inspection("second", ["true"], second_materials)],
+             signers=[alice], functionaries=[bob])
+
+
+@scenario("inspection-links-not-recorded-pass",
+          "two inspections; the second's materials DISALLOW first.link: the verifier "
+          "writes first.link into its working directory, but *.link* files are excluded "
+          "from what inspections record")
+def _(s):
+    _two_inspections(s, [R("DISALLOW first.link"), R("ALLOW *")])
+    s.finish("pass")
+
+
+@scenario("inspection-links-not-recorded-fail",
+          "two inspections; the second's materials REQUIRE first.link, which is never "
+          "recorded (*.link* is excluded)")
+def _(s):
+    _two_inspections(s, [R("REQUIRE first.link"), R("ALLOW *")])
+    s.finish("fail")
+
+
 # ---- tampering / signatures / links ----------------------------------------
 
 def _basic(s):
