@@ -232,6 +232,11 @@ impl<'o> PyContainer<'o> {
             self.out.extend(std::iter::repeat_n(' ', depth));
         }
     }
+    /// The text written so far (a caller writing in chunks may drain it:
+    /// the container only appends).
+    pub fn text(&mut self) -> &mut String {
+        self.out
+    }
     /// Starts the next array item; write it (at depth + 1) into the result.
     pub fn item(&mut self) -> &mut String {
         if self.count > 0 {

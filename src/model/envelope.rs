@@ -435,17 +435,26 @@ impl Envelope {
     }
 }
 
-/// The file the reference writes for an unsigned link
+/// Writes the file the reference writes for an unsigned link
 /// (`Metablock(signed=link).dump(path)`, as `in-toto-verify` leaves each
-/// inspection's link behind), without making its canonical bytes.
-pub fn unsigned_link_file_bytes(link: &Link) -> Vec<u8> {
+/// inspection's link behind) to `w` in chunks of about 64 KiB, without
+/// making its canonical bytes or holding the whole text.
+pub fn write_unsigned_link_file(link: &Link, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    const CHUNK: usize = 1 << 16;
     let style = PyStyle::Indent1;
-    let mut out = String::with_capacity(1024 + link.artifact_text_len(6));
+    let mut out = String::with_capacity(CHUNK + 1024);
+    let mut flush = |s: &mut String| -> std::io::Result<()> {
+        if s.len() >= CHUNK {
+            w.write_all(s.as_bytes())?;
+            s.clear();
+        }
+        Ok(())
+    };
     let mut doc = PyContainer::object(&mut out, style, 0);
     write_py(&Value::Array(Vec::new()), style, 1, doc.key("signatures"));
-    link.write_py(style, 1, doc.key("signed"));
+    link.write_py_flushing(style, 1, doc.key("signed"), &mut flush)?;
     doc.end();
-    out.into_bytes()
+    w.write_all(out.as_bytes())
 }
 
 /// Why a key's signature on an envelope does not count.

@@ -334,7 +334,22 @@ impl Link {
     /// [`Link::to_value`] as Python's `json.dumps(..., sort_keys=True)`
     /// writes it at nesting `depth`, without building the value tree.
     pub fn write_py(&self, style: PyStyle, depth: usize, out: &mut String) {
-        let artifacts = |m: &ArtifactMap, out: &mut String| {
+        out.reserve(1024 + self.artifact_text_len(16 + 4 * depth));
+        self.write_py_flushing(style, depth, out, &mut |_| Ok(()))
+            .expect("writing into a String does not fail");
+    }
+
+    /// [`Link::write_py`], calling `flush` with the text so far after each
+    /// artifact; it may write some out and drain it, so a large link goes
+    /// to a file in chunks rather than through one buffer as large.
+    pub fn write_py_flushing(
+        &self,
+        style: PyStyle,
+        depth: usize,
+        out: &mut String,
+        flush: &mut dyn FnMut(&mut String) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let mut artifacts = |m: &ArtifactMap, out: &mut String| -> std::io::Result<()> {
             let mut c = PyContainer::object(out, style, depth + 1);
             for (path, hashes) in m {
                 let mut h = PyContainer::object(c.key(path), style, depth + 2);
@@ -342,10 +357,11 @@ impl Link {
                     write_py_str(&digest, h.key(alg));
                 }
                 h.end();
+                flush(c.text())?;
             }
             c.end();
+            Ok(())
         };
-        out.reserve(1024 + self.artifact_text_len(16 + 4 * depth));
         let mut c = PyContainer::object(out, style, depth);
         write_py_str("link", c.key("_type"));
         write_py_object(&self.byproducts, style, depth + 1, c.key("byproducts"));
@@ -355,10 +371,11 @@ impl Link {
         }
         cmd.end();
         write_py_object(&self.environment, style, depth + 1, c.key("environment"));
-        artifacts(&self.materials, c.key("materials"));
+        artifacts(&self.materials, c.key("materials"))?;
         write_py_str(&self.name, c.key("name"));
-        artifacts(&self.products, c.key("products"));
+        artifacts(&self.products, c.key("products"))?;
         c.end();
+        Ok(())
     }
 
     /// About how many bytes the artifact maps take as JSON text, with `extra`

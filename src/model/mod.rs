@@ -13,7 +13,7 @@ mod link;
 mod rule;
 
 pub use envelope::{
-    unsigned_link_file_bytes, Envelope, EnvelopeKind, Payload, Signature, SignatureProblem,
+    write_unsigned_link_file, Envelope, EnvelopeKind, Payload, Signature, SignatureProblem,
     DSSE_PAYLOAD_TYPE,
 };
 pub use layout::{format_expiry, parse_expiry, Inspection, Layout, Step};

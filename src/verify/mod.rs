@@ -849,7 +849,12 @@ fn verify_chain(
         )?;
     }
 
-    // Inspections, then their rules against steps and inspections.
+    // Inspections, then their rules against steps and inspections. Each
+    // inspection's link is left behind before the next one runs (which
+    // could read it), as the reference does. (Writing the last one on
+    // another thread while the rules are checked was not faster on verify
+    // (b): 264.7 ms against 244.5 ms for this, in two interleaved runs
+    // against the same baseline.)
     let mut inspection_links: BTreeMap<String, Link> = BTreeMap::new();
     let mut early_snapshot = early_snapshot;
     for insp in &layout.inspect {
@@ -986,7 +991,6 @@ fn run_inspection(
 /// A symlink already there is replaced, not written through: in `check`'s
 /// package directory the package put it there.
 fn write_inspection_link(dir: &Path, link: &Link) -> Result<(), VerifyError> {
-    use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     check_step_name(&link.name)?;
     let path = dir.join(format!("{}.link", link.name));
@@ -1005,8 +1009,7 @@ fn write_inspection_link(dir: &Path, link: &Link) -> Result<(), VerifyError> {
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&path)
         .map_err(wrap)?;
-    f.write_all(&crate::model::unsigned_link_file_bytes(link))
-        .map_err(wrap)
+    crate::model::write_unsigned_link_file(link, &mut f).map_err(wrap)
 }
 
 /// Python `str.format(**params)` over a string: `{name}` replaced, `{{`/`}}` escapes.
@@ -1084,25 +1087,37 @@ mod tests {
 
     #[test]
     fn an_inspection_link_replaces_a_symlink_instead_of_writing_through_it() {
+        use crate::json::{PyContainer, PyStyle};
         let d = tempfile::tempdir().unwrap();
         let outside = d.path().join("outside");
         std::fs::write(&outside, b"keep").unwrap();
         let dir = d.path().join("ws");
         std::fs::create_dir(&dir).unwrap();
         std::os::unix::fs::symlink(&outside, dir.join("check.link")).unwrap();
+        // Large enough to be written in several chunks.
+        let materials: crate::model::ArtifactMap = (0..2000)
+            .map(|i| {
+                let h = crate::model::HashDict::sha256([i as u8; 32]);
+                (format!("src/ünïcode \"{i}\".txt"), h)
+            })
+            .collect();
         let link = Link {
             name: "check".into(),
             command: vec!["true".into()],
+            products: materials.clone(),
+            materials,
             ..Default::default()
         };
         write_inspection_link(&dir, &link).unwrap();
         assert_eq!(std::fs::read(&outside).unwrap(), b"keep");
         let written = dir.join("check.link");
         assert!(std::fs::symlink_metadata(&written).unwrap().is_file());
-        assert_eq!(
-            std::fs::read(&written).unwrap(),
-            crate::model::unsigned_link_file_bytes(&link)
-        );
+        let mut expected = String::new();
+        let mut doc = PyContainer::object(&mut expected, PyStyle::Indent1, 0);
+        doc.key("signatures").push_str("[]");
+        link.write_py(PyStyle::Indent1, 1, doc.key("signed"));
+        doc.end();
+        assert_eq!(std::fs::read_to_string(&written).unwrap(), expected);
         // A directory in the way, or a name that is not a file name, fails.
         std::fs::create_dir(dir.join("sub.link")).unwrap();
         let sub = Link {
