@@ -382,7 +382,7 @@ impl Link {
     /// bytes of quotes, separators and indentation per entry (sizes output
     /// buffers once: growing a multi-megabyte buffer by doubling costs more
     /// than the writing).
-    pub(super) fn artifact_text_len(&self, extra: usize) -> usize {
+    fn artifact_text_len(&self, extra: usize) -> usize {
         self.materials
             .iter()
             .chain(&self.products)

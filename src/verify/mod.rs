@@ -988,8 +988,8 @@ fn run_inspection(
 }
 
 /// Writes `link` as `<name>.link` in `dir`, the bytes the reference dumps.
-/// A symlink already there is replaced, not written through: in `check`'s
-/// package directory the package put it there.
+/// A symlink already there (the inspection itself may have left one) is
+/// replaced, not written through as the reference does.
 fn write_inspection_link(dir: &Path, link: &Link) -> Result<(), VerifyError> {
     use std::os::unix::fs::OpenOptionsExt;
     check_step_name(&link.name)?;
