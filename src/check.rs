@@ -736,6 +736,15 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/samples/deb/hello_1.0_all.deb")
     }
 
+    fn unpacking<'a>(package: &'a Path, limits: &'a Limits) -> Place<'a> {
+        Place {
+            package,
+            contents: Contents::Unpacked,
+            limits,
+            inspects: false,
+        }
+    }
+
     #[test]
     fn only_small_packages_are_checked_in_memory() {
         let d = tempfile::tempdir().unwrap();
@@ -761,14 +770,8 @@ mod tests {
     #[test]
     fn a_package_too_big_for_memory_is_unpacked_on_disk() {
         let memory = tempfile::tempdir().unwrap();
-        let package = sample_deb();
-        let limits = Limits::default();
-        let place = Place {
-            package: &package,
-            contents: Contents::Unpacked,
-            limits: &limits,
-            inspects: false,
-        };
+        let (package, limits) = (sample_deb(), Limits::default());
+        let place = unpacking(&package, &limits);
         let in_memory_dir = |max_unpacked| Memory {
             dir: memory.path().to_path_buf(),
             max_unpacked,
@@ -827,14 +830,8 @@ mod tests {
             Some("size=8k"),
         )
         .unwrap();
-        let package = sample_deb();
-        let limits = Limits::default();
-        let place = Place {
-            package: &package,
-            contents: Contents::Unpacked,
-            limits: &limits,
-            inspects: false,
-        };
+        let (package, limits) = (sample_deb(), Limits::default());
+        let place = unpacking(&package, &limits);
         let full = place.prepare(Some(memory.path()), Some(1 << 20));
         let got = place.prepare_anywhere(Some(Memory {
             dir: memory.path().to_path_buf(),
