@@ -158,8 +158,9 @@ pub enum Source {
 pub type Packages<'a> = Box<dyn Iterator<Item = Result<Package, MirrorError>> + Send + 'a>;
 
 impl Source {
-    /// The packages in walk order (each directory's entries sorted by name)
-    /// or index order. `*.intoto/` directories (metadata) are not entered;
+    /// The packages in walk order (as the file system lists each directory:
+    /// sorting would hold a whole directory, and a flat pool is one) or
+    /// index order. `*.intoto/` directories (metadata) are not entered;
     /// symlinks to files count; symlinked directories are not followed (no
     /// loops). An index `Filename` that is absolute or leaves the base is an
     /// error, as is a directory that cannot be read.
@@ -188,7 +189,6 @@ impl Source {
 fn tree(root: &Path) -> impl Iterator<Item = Result<Package, MirrorError>> + Send + '_ {
     walkdir::WalkDir::new(root)
         .follow_links(false)
-        .sort_by_file_name()
         .into_iter()
         .filter_entry(|e| {
             !(e.depth() > 0
@@ -799,7 +799,8 @@ mod tests {
         std::os::unix::fs::symlink(root.join("a.deb"), root.join("link.deb")).unwrap();
         std::os::unix::fs::symlink(root.join("b"), root.join("linkdir")).unwrap();
         let source = Source::Tree(root.to_path_buf());
-        let rels: Vec<String> = source.packages().unwrap().map(|p| p.unwrap().rel).collect();
+        let mut rels: Vec<String> = source.packages().unwrap().map(|p| p.unwrap().rel).collect();
+        rels.sort();
         assert_eq!(rels, ["a.deb", "b/a.crate", "b/z.deb", "link.deb"]);
         let shard = Shard { index: 1, count: 2 };
         let in_shard = rels.iter().filter(|r| shard.contains(r)).count() as u64;

@@ -49,7 +49,7 @@ Metadata is found as the policy says (e.g. the sibling directory <package>.intot
 the links); *.intoto/ directories are not searched for packages."
 )]
 struct CheckArgs {
-    /// The pool directory: every *.deb and *.crate under it (each directory in name order)
+    /// The pool directory: every *.deb and *.crate under it
     #[arg(
         required_unless_present = "packages_index",
         conflicts_with = "packages_index"
