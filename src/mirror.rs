@@ -780,6 +780,31 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_gone_during_the_walk_is_an_error_not_an_end() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["a", "b"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+            std::fs::write(dir.path().join(d).join("x.deb"), b"x").unwrap();
+        }
+        let source = Source::Tree(dir.path().to_path_buf());
+        let mut packages = source.packages().unwrap();
+        let first = packages.next().unwrap().unwrap();
+        // The other directory goes away before the walk reaches it (the
+        // pool changed after the counting pass).
+        let other = if first.rel.starts_with("a/") {
+            "b"
+        } else {
+            "a"
+        };
+        std::fs::remove_dir_all(dir.path().join(other)).unwrap();
+        let rest: Vec<_> = packages.collect();
+        assert_eq!(rest.len(), 1, "{rest:?}");
+        let e = rest.into_iter().next().unwrap().unwrap_err();
+        assert!(matches!(e, MirrorError::Walk { .. }), "{e}");
+        assert!(e.to_string().contains("walking the pool"), "{e}");
+    }
+
+    #[test]
     fn tree_walk_skips_metadata_and_other_files() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
