@@ -4,6 +4,9 @@
 #   (b) 3 steps over 20,000 artifacts (MATCH between steps, DISALLOW *) plus an
 #       inspection running `true` in a working dir holding the 20,000 files
 #   (c) 50 steps in a chain, each MATCHing the previous step's products
+#   (b) also times benches/floor.c, the inspection's file work alone in C (read
+#       and SHA-256 every file, then stat every file): the floor under any
+#       verifier's (b) on this machine
 #   (d) process start: `totogate --version`, `totogate verify` on an empty
 #       layout (hyperfine -N, no shell)
 #
@@ -21,7 +24,7 @@ set -euo pipefail
 bench=verify
 . "$(dirname "$0")/lib.sh"
 oracle in-toto-verify
-needs hyperfine openssl jq
+needs hyperfine openssl jq cc
 RUNS=${RUNS:-10}
 ONLY=${ONLY:-}
 REF_VERIFY=$ORACLE_BIN/in-toto-verify
@@ -74,16 +77,20 @@ check_pass() {
   echo "# $d ($layout): in-toto-verify and totogate verify both PASS"
 }
 
-# bench NAME DIR [LAYOUT]: hyperfine both verifiers on DIR's chain.
+# bench NAME DIR [LAYOUT [LABEL COMMAND]]: hyperfine both verifiers on DIR's
+# chain, and COMMAND (named LABEL) in the same run if given.
 bench() {
   local name=$1 d=$2 layout=${3:-root.layout}
+  local extra=()
+  [ $# -ge 5 ] && extra=(-n "$4" "$5")
   check_pass "$d" "$layout"
   echo "# ($name) load before: $(loadavg)"
   # -N (no shell): hyperfine runs in DIR/ws so the inspections see that dir.
   (cd "$d/ws" && hyperfine -N --warmup 1 --runs "$RUNS" \
     --export-json "$work/results/$name.json" --export-markdown "$work/results/$name.md" \
     -n "in-toto-verify ($name)" "$REF_VERIFY -l ../$layout --verification-keys $KEYS/owner.pub --link-dir ../links" \
-    -n "totogate verify ($name)" "$TG verify -l ../$layout --verification-keys $KEYS/owner.pub --link-dir ../links")
+    -n "totogate verify ($name)" "$TG verify -l ../$layout --verification-keys $KEYS/owner.pub --link-dir ../links" \
+    "${extra[@]}")
   echo "# ($name) load after: $(loadavg)"
   jq -r --arg n "$name" '
     (.results | map({(.command): .mean}) | add) as $m
@@ -173,7 +180,12 @@ if [ -z "$ONLY" ] || [ "$ONLY" = b ]; then
       {"name": "check", "run": ["true"],
        "expected_materials": [["ALLOW", "*"]], "expected_products": [["ALLOW", "*"]]}
     ]}'
-  bench b "$d"
+  # The floor: only the file work the inspection's two snapshots need (read
+  # and SHA-256 every file, then stat every file), in C (benches/floor.c).
+  cc -O2 -pthread -o "$work/floor" "$root/benches/floor.c" -lcrypto \
+    || die "cannot build benches/floor.c (apt-get install -y gcc libssl-dev)"
+  (cd "$d/ws" && "$work/floor" .)
+  bench b "$d" root.layout "floor (b): the inspection's file work alone, C" "$work/floor ."
   # (b0) diagnostic: the same links without the inspection, to split the time
   # between loading/checking the 3 x 20,000-artifact links and the inspection.
   jq '.inspect = []' "$d/layout.json" > "$d/layout-noinsp.json"
