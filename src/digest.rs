@@ -8,7 +8,7 @@
 //! note, not an error; `--lstrip-paths` strips the first matching plain string
 //! prefix and refuses collisions.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io::{self, Read};
@@ -472,7 +472,9 @@ pub fn record_cached(
         hashed.extend(c);
     }
     hashed.par_sort_unstable_by(|a: &(String, HashDict), b| a.0.cmp(&b.0));
-    Ok((hashed.into_iter().collect::<BTreeMap<_, _>>(), notes))
+    // A path given twice (`src` and `src/a`) was hashed twice; keep one.
+    hashed.dedup_by(|a, b| a.0 == b.0);
+    Ok((ArtifactMap::from_sorted_unique(hashed), notes))
 }
 
 /// One directory being walked: its descriptor (files are opened relative to
@@ -1006,6 +1008,7 @@ fn normalize_into(input: &[u8], pending_cr: &mut bool, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     /// The literal-piece shortcut never clears a name the matcher excludes.
     #[test]
@@ -1127,6 +1130,29 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(recorded(&opts, "sha256"), expected);
+    }
+
+    /// A file reached through two of the given paths (`d` and `d/a`) is one
+    /// artifact, as in the reference's dict.
+    #[test]
+    fn a_file_given_twice_is_one_artifact() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("d")).unwrap();
+        std::fs::write(d.path().join("d/a"), "a").unwrap();
+        std::fs::write(d.path().join("d/b"), "b").unwrap();
+        let opts = RecordOptions {
+            base_path: Some(d.path().to_path_buf()),
+            ..Default::default()
+        };
+        let given = [
+            "d".to_string(),
+            "d/a".to_string(),
+            "d/b".to_string(),
+            "d".to_string(),
+        ];
+        let (m, _) = record(&given, &opts).unwrap();
+        assert_eq!(m.keys().collect::<Vec<_>>(), ["d/a", "d/b"]);
+        assert_eq!(m["d/a"], HashDict::sha256(Sha256::digest(b"a").into()));
     }
 
     /// `record` of `.` under `opts`: artifact name → its `alg` digest.

@@ -13,7 +13,6 @@
 //! model's property tests).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -182,7 +181,7 @@ impl<'de> Visitor<'de> for ArtifactsSeed {
                 return Err(give_up("duplicate artifact"));
             }
         }
-        Ok(BTreeMap::from_iter(all))
+        Ok(ArtifactMap::from_sorted_unique(all))
     }
 }
 

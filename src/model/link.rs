@@ -1,5 +1,3 @@
-use std::collections::BTreeMap;
-
 use serde_json::{json, Map, Value};
 
 use super::{err, is_hex, Fields, FormatError, Problem};
@@ -262,8 +260,135 @@ impl serde::Serialize for Digest<'_> {
     }
 }
 
-/// Artifact path → its hashes.
-pub type ArtifactMap = BTreeMap<String, HashDict>;
+/// Artifact path → its hashes, in path order (the order of the reference's
+/// sorted JSON and of canonical JSON: both compare code points, which for
+/// UTF-8 is byte order).
+///
+/// Held as one sorted vector with unique paths rather than a B-tree: links
+/// and snapshots arrive sorted or are sorted once, and are then only read
+/// (looked up by binary search, walked in order). One allocation of the
+/// final size, where a B-tree was built from a vector of the same entries:
+/// twice the memory touched per map, and fresh pages are costly on the
+/// machines we measure on (BENCHMARKS.md, eighth session).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ArtifactMap {
+    entries: Vec<(String, HashDict)>,
+}
+
+impl ArtifactMap {
+    pub fn new() -> ArtifactMap {
+        ArtifactMap::default()
+    }
+
+    /// `entries` strictly increasing by path (sorted, no path twice); the
+    /// callers check it, and so does this in debug builds.
+    pub(crate) fn from_sorted_unique(entries: Vec<(String, HashDict)>) -> ArtifactMap {
+        debug_assert!(entries.is_sorted_by(|a, b| a.0 < b.0));
+        ArtifactMap { entries }
+    }
+
+    /// From entries in any order; of several with one path, the last wins
+    /// (as inserting them one by one).
+    fn from_unsorted(mut entries: Vec<(String, HashDict)>) -> ArtifactMap {
+        if !entries.is_sorted_by(|a, b| a.0 < b.0) {
+            // Stable, so equal paths keep their order; keep the last of each run.
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            entries.reverse();
+            entries.dedup_by(|later, earlier| later.0 == earlier.0);
+            entries.reverse();
+        }
+        ArtifactMap { entries }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn position(&self, path: &str) -> Result<usize, usize> {
+        self.entries.binary_search_by(|(k, _)| k.as_str().cmp(path))
+    }
+
+    pub fn get(&self, path: &str) -> Option<&HashDict> {
+        self.position(path).ok().map(|i| &self.entries[i].1)
+    }
+
+    pub fn contains_key(&self, path: &str) -> bool {
+        self.position(path).is_ok()
+    }
+
+    /// Sets `path`'s hashes, returning those it replaces. Linear in the
+    /// size of the map: for building small maps; large ones are collected.
+    pub fn insert(&mut self, path: String, hashes: HashDict) -> Option<HashDict> {
+        match self.position(&path) {
+            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, hashes)),
+            Err(i) => {
+                self.entries.insert(i, (path, hashes));
+                None
+            }
+        }
+    }
+
+    /// The entries, in path order.
+    pub fn as_slice(&self) -> &[(String, HashDict)] {
+        &self.entries
+    }
+
+    pub fn iter(
+        &self,
+    ) -> impl DoubleEndedIterator<Item = (&String, &HashDict)> + ExactSizeIterator {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
+
+    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &String> + ExactSizeIterator {
+        self.entries.iter().map(|(k, _)| k)
+    }
+}
+
+impl FromIterator<(String, HashDict)> for ArtifactMap {
+    fn from_iter<I: IntoIterator<Item = (String, HashDict)>>(iter: I) -> ArtifactMap {
+        ArtifactMap::from_unsorted(iter.into_iter().collect())
+    }
+}
+
+impl<'a> IntoIterator for &'a ArtifactMap {
+    type Item = (&'a String, &'a HashDict);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (String, HashDict)>,
+        fn(&'a (String, HashDict)) -> (&'a String, &'a HashDict),
+    >;
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
+}
+
+impl IntoIterator for ArtifactMap {
+    type Item = (String, HashDict);
+    type IntoIter = std::vec::IntoIter<(String, HashDict)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
+    }
+}
+
+/// `map[path]`: the hashes of `path`, which must be there.
+impl std::ops::Index<&str> for ArtifactMap {
+    type Output = HashDict;
+    fn index(&self, path: &str) -> &HashDict {
+        match self.get(path) {
+            Some(h) => h,
+            None => panic!("no artifact {path:?} in the map"),
+        }
+    }
+}
+
+impl serde::Serialize for ArtifactMap {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
 
 /// Link metadata (spec §4.2): what one functionary did in one step.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -405,10 +530,11 @@ impl Link {
 }
 
 fn artifacts(f: &Fields, field: &str) -> Result<ArtifactMap, FormatError> {
-    let mut out = ArtifactMap::new();
     let Some(map) = f.object_ref(field)? else {
-        return Ok(out);
+        return Ok(ArtifactMap::new());
     };
+    // In the document's order (the parser keeps it), sorted once at the end.
+    let mut out = Vec::with_capacity(map.len());
     // Paths for messages are built only on error: links list tens of
     // thousands of artifacts.
     let at = |name: &str| format!("{}[{name:?}]", f.at(field));
@@ -440,9 +566,9 @@ fn artifacts(f: &Fields, field: &str) -> Result<ArtifactMap, FormatError> {
                 }
             }
         }
-        out.insert(name.clone(), dict);
+        out.push((name.clone(), dict));
     }
-    Ok(out)
+    Ok(ArtifactMap::from_unsorted(out))
 }
 
 #[cfg(test)]
@@ -525,5 +651,52 @@ mod tests {
                 assert_eq!(short.get("sha256").unwrap(), digest, "{c:?} at {at}");
             }
         }
+    }
+
+    /// The map keeps paths in code point order whatever order they come in;
+    /// of one path given twice the last counts, as with one insert after
+    /// another; it writes as a JSON object in that order.
+    #[test]
+    fn artifact_map_is_in_path_order_and_the_last_of_a_path_wins() {
+        let h = |c: char| HashDict::sha256([c as u8; 32]);
+        let mut m: ArtifactMap = [
+            ("b".to_string(), h('1')),
+            ("é".to_string(), h('2')),
+            ("a/b".to_string(), h('3')),
+            ("b".to_string(), h('4')),
+            ("a".to_string(), h('5')),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(m.keys().collect::<Vec<_>>(), ["a", "a/b", "b", "é"]);
+        assert_eq!(m.get("b"), Some(&h('4')));
+        assert_eq!(m["a/b"], h('3'));
+        assert!(m.get("c").is_none() && !m.contains_key("a/"));
+
+        assert_eq!(m.insert("c".into(), h('6')), None);
+        assert_eq!(m.insert("a".into(), h('7')), Some(h('5')));
+        assert_eq!(m.keys().collect::<Vec<_>>(), ["a", "a/b", "b", "c", "é"]);
+        assert_eq!(m.len(), 5);
+
+        let json = serde_json::to_value(&m).unwrap();
+        let order: Vec<&String> = json.as_object().unwrap().keys().collect();
+        assert_eq!(order, ["a", "a/b", "b", "c", "é"]);
+        assert_eq!(json["c"]["sha256"], "36".repeat(32));
+
+        // A link whose artifacts are not in order, read the general way
+        // (the fast path sorts too): sorted once, not inserted one by one.
+        let paths: Vec<String> = (0..3000).rev().map(|i| format!("f{i:05}")).collect();
+        let v = json!({
+            "_type": "link", "name": "x", "command": [],
+            "materials": paths.iter().map(|p| (p.clone(), json!({"sha256": "ab"}))).collect::<Map<_, _>>(),
+            "products": {}, "byproducts": {}, "environment": {},
+        });
+        let link = Link::from_value(&v, "x.link").unwrap();
+        assert!(link.materials.keys().rev().eq(paths.iter()));
+
+        // Already in order: taken as it is.
+        let sorted: ArtifactMap = m.clone().into_iter().collect();
+        assert_eq!(sorted, m);
+        assert!(ArtifactMap::new().is_empty());
     }
 }

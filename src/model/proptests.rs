@@ -32,6 +32,7 @@ fn artifacts() -> impl Strategy<Value = ArtifactMap> {
         .prop_map(|m| m.into_iter().collect()),
         0..6,
     )
+    .prop_map(|m| m.into_iter().collect())
 }
 
 fn opaque() -> impl Strategy<Value = Map<String, Value>> {

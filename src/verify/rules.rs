@@ -123,9 +123,9 @@ pub fn apply(
         Side::Materials => &link.materials,
         Side::Products => &link.products,
     };
-    let entries: Vec<(&str, &HashDict)> = source.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let entries = source.as_slice();
     let mut queued: Vec<bool> = vec![true; entries.len()];
-    let index_of = |name: &str| entries.binary_search_by(|(k, _)| (*k).cmp(name)).ok();
+    let index_of = |name: &str| entries.binary_search_by(|(k, _)| k.as_str().cmp(name)).ok();
     let mut misses: Vec<MatchMiss> = Vec::new();
     for rule in rules {
         // Indices this rule consumes (applied after it has seen the whole
@@ -134,7 +134,7 @@ pub fn apply(
         let matching = |pat: &str, queued: &[bool]| -> Vec<usize> {
             let p = Pattern::new(pat);
             (0..entries.len())
-                .filter(|&i| queued[i] && p.matches(entries[i].0))
+                .filter(|&i| queued[i] && p.matches(&entries[i].0))
                 .collect()
         };
         match rule.kind() {
@@ -142,21 +142,21 @@ pub fn apply(
             RuleKind::Create(p) => {
                 consumed = matching(p, &queued);
                 consumed.retain(|&i| {
-                    let a = entries[i].0;
+                    let a = &entries[i].0;
                     link.products.contains_key(a) && !link.materials.contains_key(a)
                 });
             }
             RuleKind::Delete(p) => {
                 consumed = matching(p, &queued);
                 consumed.retain(|&i| {
-                    let a = entries[i].0;
+                    let a = &entries[i].0;
                     link.materials.contains_key(a) && !link.products.contains_key(a)
                 });
             }
             RuleKind::Modify(p) => {
                 consumed = matching(p, &queued);
                 consumed.retain(|&i| {
-                    let a = entries[i].0;
+                    let a = &entries[i].0;
                     match (link.materials.get(a), link.products.get(a)) {
                         (Some(m), Some(p)) => m != p,
                         _ => false,
@@ -166,7 +166,7 @@ pub fn apply(
             RuleKind::Disallow(p) => {
                 let hit: Vec<String> = matching(p, &queued)
                     .into_iter()
-                    .map(|i| entries[i].0.to_owned())
+                    .map(|i| entries[i].0.clone())
                     .collect();
                 if !hit.is_empty() {
                     let misses = misses
@@ -214,7 +214,7 @@ pub fn apply(
                 } else {
                     format!("{source_prefix}/")
                 };
-                for (i, &(a, hashes)) in entries.iter().enumerate() {
+                for (i, (a, hashes)) in entries.iter().enumerate() {
                     if !queued[i] {
                         continue;
                     }
@@ -231,7 +231,11 @@ pub fn apply(
                     };
                     // `src` is `a` itself unless an absolute `rel` made the
                     // join jump elsewhere.
-                    let src_at = if src == a { Some(i) } else { index_of(&src) };
+                    let src_at = if src == a.as_str() {
+                        Some(i)
+                    } else {
+                        index_of(&src)
+                    };
                     let Some(src_at) = src_at else {
                         return Err(RuleFailure::BadMatchPath {
                             item: item.into(),
@@ -244,7 +248,7 @@ pub fn apply(
                     let ours = if src_at == i {
                         hashes
                     } else {
-                        entries[src_at].1
+                        &entries[src_at].1
                     };
                     let dst: Cow<str> = if dest_prefix.is_empty() {
                         Cow::Borrowed(rel)
@@ -273,38 +277,34 @@ pub fn apply(
 
 /// Lookups in an artifact map that are usually asked in increasing name
 /// order (MATCH walks its queue in order): those walk forward through the
-/// sorted entries; any other order falls back to the map.
+/// sorted entries; any other order falls back to binary search.
 struct SortedLookup<'m> {
     map: &'m ArtifactMap,
-    items: Vec<(&'m str, &'m HashDict)>,
-    /// Every item before `at` is less than the last name asked.
+    /// Every entry before `at` is less than the last name asked.
     at: usize,
 }
 
 impl<'m> SortedLookup<'m> {
     fn new(map: &'m ArtifactMap) -> SortedLookup<'m> {
-        SortedLookup {
-            map,
-            items: map.iter().map(|(k, v)| (k.as_str(), v)).collect(),
-            at: 0,
-        }
+        SortedLookup { map, at: 0 }
     }
     fn get(&mut self, name: &str) -> Option<&'m HashDict> {
-        if self.at > 0 && self.items[self.at - 1].0 >= name {
+        let items = self.map.as_slice();
+        if self.at > 0 && items[self.at - 1].0.as_str() >= name {
             return self.map.get(name);
         }
         // Walk a few steps, then jump by binary search if still behind.
         let mut steps = 0;
-        while self.at < self.items.len() && self.items[self.at].0 < name {
+        while self.at < items.len() && items[self.at].0.as_str() < name {
             self.at += 1;
             steps += 1;
             if steps == 8 {
-                self.at += self.items[self.at..].partition_point(|(k, _)| *k < name);
+                self.at += items[self.at..].partition_point(|(k, _)| k.as_str() < name);
                 break;
             }
         }
-        match self.items.get(self.at) {
-            Some((k, v)) if *k == name => Some(*v),
+        match items.get(self.at) {
+            Some((k, v)) if k == name => Some(v),
             _ => None,
         }
     }
