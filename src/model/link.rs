@@ -308,7 +308,8 @@ impl ArtifactMap {
         self.entries.is_empty()
     }
 
-    fn position(&self, path: &str) -> Result<usize, usize> {
+    /// Where `path` is in [`ArtifactMap::as_slice`] (`Ok`), or would go (`Err`).
+    pub fn position(&self, path: &str) -> Result<usize, usize> {
         self.entries.binary_search_by(|(k, _)| k.as_str().cmp(path))
     }
 

@@ -125,7 +125,7 @@ pub fn apply(
     };
     let entries = source.as_slice();
     let mut queued: Vec<bool> = vec![true; entries.len()];
-    let index_of = |name: &str| entries.binary_search_by(|(k, _)| k.as_str().cmp(name)).ok();
+    let index_of = |name: &str| source.position(name).ok();
     let mut misses: Vec<MatchMiss> = Vec::new();
     for rule in rules {
         // Indices this rule consumes (applied after it has seen the whole
