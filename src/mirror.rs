@@ -54,6 +54,12 @@ pub enum MirrorError {
         #[source]
         source: io::Error,
     },
+    #[error("{file}: line {line} is longer than {max} bytes; a Packages index has short lines (is this the right file?)")]
+    IndexLine {
+        file: PathBuf,
+        line: usize,
+        max: u64,
+    },
     #[error("{file}: line {line}: Filename {value:?} is absolute or leaves --base (`..`)")]
     IndexPath {
         file: PathBuf,
@@ -221,37 +227,76 @@ fn tree(root: &Path) -> impl Iterator<Item = Result<Package, MirrorError>> + Sen
         })
 }
 
+/// The longest line read from a `Packages` index. Real ones run to a few
+/// KiB (long `Depends` or `Description` fields); the index comes from the
+/// mirror's upstream, and a line is held whole while it is read.
+const MAX_INDEX_LINE: u64 = 1 << 20;
+
+/// Reads the next line, newline included, into `buf`, but no more than
+/// `max + 1` bytes of it: a result over `max` means the line is longer.
+fn read_line_capped(r: &mut impl BufRead, buf: &mut Vec<u8>, max: u64) -> io::Result<usize> {
+    buf.clear();
+    r.take(max + 1).read_until(b'\n', buf)
+}
+
 fn index_lines<'a>(index: &'a Path, base: &'a Path) -> Result<Packages<'a>, MirrorError> {
     let read_err = move |source| MirrorError::ReadIndex {
         file: index.to_path_buf(),
         source,
     };
-    let reader = BufReader::new(File::open(index).map_err(read_err)?);
-    Ok(Box::new(reader.lines().enumerate().filter_map(
-        move |(i, line)| {
-            let line = match line {
+    let mut reader = BufReader::new(File::open(index).map_err(read_err)?);
+    let (mut raw, mut number, mut done) = (Vec::new(), 0, false);
+    Ok(Box::new(std::iter::from_fn(move || {
+        while !done {
+            number += 1;
+            let fail = |e| Some(Err(e));
+            match read_line_capped(&mut reader, &mut raw, MAX_INDEX_LINE) {
+                Ok(0) => done = true,
+                Ok(n) if n as u64 > MAX_INDEX_LINE => {
+                    done = true;
+                    return fail(MirrorError::IndexLine {
+                        file: index.to_path_buf(),
+                        line: number,
+                        max: MAX_INDEX_LINE,
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    done = true;
+                    return fail(read_err(e));
+                }
+            }
+            let line = match std::str::from_utf8(raw.strip_suffix(b"\n").unwrap_or(&raw)) {
                 Ok(l) => l,
-                Err(e) => return Some(Err(read_err(e))),
+                Err(e) => {
+                    done = true;
+                    let why = format!("line {number}: {e}");
+                    return fail(read_err(io::Error::new(io::ErrorKind::InvalidData, why)));
+                }
             };
-            let value = line.strip_prefix("Filename:")?.trim();
+            let Some(value) = line.strip_prefix("Filename:") else {
+                continue;
+            };
+            let value = value.trim();
             let rel = Path::new(value);
             if value.is_empty()
                 || !rel
                     .components()
                     .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
             {
-                return Some(Err(MirrorError::IndexPath {
+                return fail(MirrorError::IndexPath {
                     file: index.to_path_buf(),
-                    line: i + 1,
+                    line: number,
                     value: value.to_owned(),
-                }));
+                });
             }
-            Some(Ok(Package {
+            return Some(Ok(Package {
                 rel: rel_string(rel),
                 path: base.join(rel),
-            }))
-        },
-    )))
+            }));
+        }
+        None
+    })))
 }
 
 /// Shard `index` (1-based) of `count`.
@@ -777,6 +822,31 @@ mod tests {
             source.count(None),
             Err(MirrorError::IndexPath { line: 2, .. })
         ));
+        // CRLF line ends, and a last line without one.
+        std::fs::write(&idx, "Filename: pool/a.deb\r\nFilename: pool/b.deb").unwrap();
+        let rels: Vec<String> = source.packages().unwrap().map(|p| p.unwrap().rel).collect();
+        assert_eq!(rels, ["pool/a.deb", "pool/b.deb"]);
+        // A line over the cap (an upstream index is not ours) is refused
+        // without holding more of it than the cap, and ends the stream.
+        let mut long = b"Package: a\nDescription: ".to_vec();
+        long.resize(long.len() + MAX_INDEX_LINE as usize, b'x');
+        long.extend_from_slice(b"\nFilename: pool/a.deb\n");
+        std::fs::write(&idx, &long).unwrap();
+        let got: Vec<_> = source.packages().unwrap().collect();
+        assert!(
+            matches!(got[..], [Err(MirrorError::IndexLine { line: 2, .. })]),
+            "{got:?}"
+        );
+        // Reading such a line stops at the cap.
+        let mut raw = Vec::new();
+        let mut r = &long[b"Package: a\n".len()..];
+        let n = read_line_capped(&mut r, &mut raw, MAX_INDEX_LINE).unwrap();
+        assert_eq!((n, raw.len()), (MAX_INDEX_LINE as usize + 1, n));
+        // Bytes that are not UTF-8 are an error, as before.
+        std::fs::write(&idx, b"Package: a\nFilename: pool/\xff.deb\n").unwrap();
+        let e = source.count(None).unwrap_err();
+        assert!(matches!(e, MirrorError::ReadIndex { .. }), "{e}");
+        assert!(e.to_string().contains("line 2: invalid utf-8"), "{e}");
     }
 
     #[test]
