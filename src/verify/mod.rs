@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -462,6 +463,7 @@ pub fn verify_with_layout(
         links,
         runner,
         opts,
+        inspections_run: AtomicUsize::new(0),
     };
     let (steps, inspections) = verify_chain(&layout, Path::new(""), &cx, 0, &mut warnings)?;
     Ok(Outcome {
@@ -539,6 +541,9 @@ struct Cx<'a> {
     links: &'a dyn LinkSource,
     runner: &'a dyn InspectionRunner,
     opts: &'a Options,
+    /// Inspections run so far, sublayouts' included: each may have changed
+    /// the inspection directory.
+    inspections_run: AtomicUsize,
 }
 
 /// The reduced link of each step and each inspection's link, by name.
@@ -606,10 +611,16 @@ fn verify_chain(
     // once): the other workers have packages of their own, and a thread per
     // package would hand each small directory to the global pool, whose
     // threads then compete with the workers for the cores.
+    // It is thrown away if a sublayout's inspection runs in the meantime
+    // (the reference runs those first, and they may change the directory).
     let early = depth == 0 && !layout.inspect.is_empty() && rayon::current_thread_index().is_none();
     let early_snapshot = early.then(|| {
         let dir = opts.inspection_dir.clone();
-        std::thread::spawn(move || snapshot_before(&dir))
+        let run_before = cx.inspections_run.load(Ordering::SeqCst);
+        (
+            run_before,
+            std::thread::spawn(move || snapshot_before(&dir)),
+        )
     });
     cx.links.prefetch(&wanted);
     // Key ids by file: two key ids sharing an 8-character prefix share one.
@@ -858,9 +869,10 @@ fn verify_chain(
     let mut inspection_links: BTreeMap<String, Link> = BTreeMap::new();
     let mut early_snapshot = early_snapshot;
     for insp in &layout.inspect {
-        let before = early_snapshot
-            .take()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        let before = early_snapshot.take().and_then(|(run_before, h)| {
+            let snap = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            (cx.inspections_run.load(Ordering::SeqCst) == run_before).then_some(snap)
+        });
         let link = run_inspection(insp, cx, before)?;
         if opts.persist_inspection_links {
             write_inspection_link(&opts.inspection_dir, &link)?;
@@ -957,6 +969,7 @@ fn run_inspection(
         name: insp.name.clone(),
         source,
     };
+    cx.inspections_run.fetch_add(1, Ordering::SeqCst);
     let (materials, cache) = before.unwrap_or_else(|| snapshot_before(&opts.inspection_dir));
     let materials = materials.map_err(|e| wrap(Box::new(e)))?;
     let code = cx

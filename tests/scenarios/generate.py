@@ -836,7 +836,12 @@ def _sublayout(s, variant=None):
         step("test", dave, [R("MATCH out/* WITH PRODUCTS FROM compile"), R("DISALLOW *")],
              [R("ALLOW out/*"), R("DISALLOW *")]),
     ]
-    s.layout(sub_steps, signers=[bob], functionaries=[dave],
+    sub_inspections = []
+    if variant == "sub-inspection-writes":
+        # The sublayout's inspection runs in the verifier's working directory
+        # before the root layout's inspection, which must see its file.
+        sub_inspections = [inspection("leave-file", ["sh", "-c", "echo sub > from-sub.txt"])]
+    s.layout(sub_steps, sub_inspections, signers=[bob], functionaries=[dave],
              path=s.link_path("build", bob))
     s.run("package", carl, ["out"], ["app.tar.gz"], "tar -czf app.tar.gz out")
     root_steps = [
@@ -844,7 +849,11 @@ def _sublayout(s, variant=None):
         step("package", carl, [R("MATCH out/* WITH PRODUCTS FROM build"), R("DISALLOW *")],
              [R("CREATE app.tar.gz"), R("DISALLOW *")]),
     ]
-    s.layout(root_steps, signers=[alice], functionaries=[bob, carl])
+    root_inspections = []
+    if variant == "sub-inspection-writes":
+        root_inspections = [inspection("look", ["true"],
+                                       [R("DISALLOW from-sub.txt"), R("ALLOW *")])]
+    s.layout(root_steps, root_inspections, signers=[alice], functionaries=[bob, carl])
     if variant == "tampered":
         tamper_link_artifact(os.path.join(sub_dir, f"compile.{dave.short}.link"),
                              "products", "out/app.bin")
@@ -878,6 +887,14 @@ def _(s):
           "sublayout links stored in build.<full keyid>/ instead of build.<keyid8>/")
 def _(s):
     _sublayout(s, "wrong-dir")
+    s.finish("fail")
+
+
+@scenario("sublayout-inspection-changes-workdir",
+          "a sublayout's inspection writes from-sub.txt in the working directory; the root "
+          "layout's inspection, which runs after it, disallows that file among its materials")
+def _(s):
+    _sublayout(s, "sub-inspection-writes")
     s.finish("fail")
 
 
