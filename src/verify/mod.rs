@@ -1015,14 +1015,21 @@ fn write_inspection_link(dir: &Path, link: &Link) -> Result<(), VerifyError> {
     if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
         std::fs::remove_file(&path).map_err(wrap)?;
     }
+    // Written over the old file's bytes and cut to length at the end,
+    // rather than truncated on open: the same file afterwards, but an
+    // earlier run's multi-megabyte link is not freed block by block only to
+    // be allocated again (opening a 4.4 MB link with O_TRUNC took 9.5 ms,
+    // the writing after it 4 ms).
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
-        .truncate(true)
+        .truncate(false)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&path)
         .map_err(wrap)?;
-    crate::model::write_unsigned_link_file(link, &mut f).map_err(wrap)
+    crate::model::write_unsigned_link_file(link, &mut f).map_err(wrap)?;
+    let len = std::io::Seek::stream_position(&mut f).map_err(wrap)?;
+    f.set_len(len).map_err(wrap)
 }
 
 /// Python `str.format(**params)` over a string: `{name}` replaced, `{{`/`}}` escapes.
@@ -1130,6 +1137,11 @@ mod tests {
         doc.key("signatures").push_str("[]");
         link.write_py(PyStyle::Indent1, 1, doc.key("signed"));
         doc.end();
+        assert_eq!(std::fs::read_to_string(&written).unwrap(), expected);
+        // Written over a longer file left by an earlier run: nothing of it
+        // is left past the new end.
+        std::fs::write(&written, "x".repeat(expected.len() * 2)).unwrap();
+        write_inspection_link(&dir, &link).unwrap();
         assert_eq!(std::fs::read_to_string(&written).unwrap(), expected);
         // A directory in the way, or a name that is not a file name, fails.
         std::fs::create_dir(dir.join("sub.link")).unwrap();
