@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,8 +94,20 @@ pub enum DigestError {
     Io { path: PathBuf, source: io::Error },
     #[error("{0}: path is not valid UTF-8; in-toto metadata can only name UTF-8 paths")]
     NonUtf8(PathBuf),
-    #[error("{0}: a symlink that leads outside the directory being recorded")]
+    #[error(
+        "{0}: a symlink that leads outside the directory being recorded, or leaves it on the \
+         way (an absolute target, or `..` above it); such links are refused, not followed"
+    )]
     LinkEscapes(PathBuf),
+    #[error(
+        "two files would both be recorded as {name:?} ({first:?} and {second:?}): in-toto \
+         records a `\\` in a name as `/`, and keeps whichever file it walks last"
+    )]
+    NameCollision {
+        name: String,
+        first: String,
+        second: String,
+    },
 }
 
 /// What recording noticed but did not fail on (the reference logs these).
@@ -359,6 +371,7 @@ pub fn record_cached(
             .map(|(cache, entries)| Reuse { cache, entries }),
         remember: remember.is_some(),
         seen: Mutex::new(HashSet::new()),
+        mangled: Mutex::new(Vec::new()),
         out: Mutex::new(Vec::new()),
         stats: Mutex::new(Vec::new()),
         failed: Mutex::new(None),
@@ -398,7 +411,7 @@ pub fn record_cached(
                 };
                 let mut stats = Vec::new();
                 let hashed = File::open(&on_disk)
-                    .and_then(|mut f| walk.hash_open(&mut f, &mut stats, false));
+                    .and_then(|mut f| walk.hash_open(&mut f, &mut stats, false, None));
                 match hashed {
                     Ok(h) => walk.push(vec![(key, h)], stats),
                     Err(source) => walk.fail(DigestError::Io {
@@ -426,7 +439,7 @@ pub fn record_cached(
                             None => None,
                         };
                         let dir = Arc::new(DirNode {
-                            short_read_is_eof: short_read_is_eof(&fd),
+                            fs: fs_traits(&fd),
                             fd,
                             key: path,
                             disk: on_disk,
@@ -447,8 +460,13 @@ pub fn record_cached(
         }
     });
     let Walk {
-        failed, out, stats, ..
+        failed,
+        out,
+        stats,
+        mangled: walk_mangled,
+        ..
     } = walk;
+    let walk_mangled = walk_mangled.into_inner().unwrap_or_else(|e| e.into_inner());
     // Unlocks `reuse` (it may be `remember` too).
     drop(reuse_guard);
     if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
@@ -472,9 +490,52 @@ pub fn record_cached(
         hashed.extend(c);
     }
     hashed.par_sort_unstable_by(|a: &(String, HashDict), b| a.0.cmp(&b.0));
+    refuse_collisions(&hashed, walk_mangled)?;
     // A path given twice (`src` and `src/a`) was hashed twice; keep one.
     hashed.dedup_by(|a, b| a.0 == b.0);
     Ok((ArtifactMap::from_sorted_unique(hashed), notes))
+}
+
+/// Refuses two different files recorded under one name, which only a name
+/// with a `\\` (recorded with `/`) can cause: the reference keeps whichever it
+/// walks last, an order this parallel walk does not have. The same file
+/// reached twice (`src` and `src/a\\b` both given) is one artifact.
+/// `sorted` is in name order; `mangled` holds (name, path) of each file
+/// whose name was made from a `\\`.
+fn refuse_collisions(
+    sorted: &[(String, HashDict)],
+    mangled: Vec<(String, String)>,
+) -> Result<(), DigestError> {
+    if mangled.is_empty() {
+        return Ok(());
+    }
+    let mut from: HashMap<String, Vec<String>> = HashMap::new();
+    for (name, path) in mangled {
+        from.entry(name).or_default().push(path);
+    }
+    for (name, paths) in &mut from {
+        // Entries under this name that did not come from a `\\`: their
+        // path is the name itself.
+        let start = sorted.partition_point(|(k, _)| k < name);
+        let all = sorted[start..]
+            .iter()
+            .take_while(|(k, _)| k == name)
+            .count();
+        let plain = all.saturating_sub(paths.len());
+        if plain > 0 {
+            paths.push(name.clone());
+        }
+        paths.sort();
+        paths.dedup();
+        if let [first, second, ..] = paths.as_slice() {
+            return Err(DigestError::NameCollision {
+                name: name.clone(),
+                first: first.clone(),
+                second: second.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// One directory being walked: its descriptor (files are opened relative to
@@ -486,8 +547,8 @@ struct DirNode {
     disk: PathBuf,
     id: (u64, u64),
     parent: Option<Arc<DirNode>>,
-    /// Its files' reads stop at the first short read (see [`short_read_is_eof`]).
-    short_read_is_eof: bool,
+    /// What its file system lets the walk assume (see [`fs_traits`]).
+    fs: FsTraits,
     /// With `confine_links`: the directory the walk started at, which
     /// symlinks are resolved beneath.
     root: Option<Arc<Root>>,
@@ -511,6 +572,11 @@ impl Root {
 }
 
 impl DirNode {
+    /// The device whose files may be remembered by a stat cache: this
+    /// directory's, if its file system's stat shows every write.
+    fn trust_dev(&self) -> Option<u64> {
+        self.fs.stat_shows_writes.then_some(self.id.0)
+    }
     fn is_ancestor_or_self(&self, id: (u64, u64)) -> bool {
         let mut at = Some(self);
         while let Some(d) = at {
@@ -531,6 +597,9 @@ struct Walk<'a> {
     remember: bool,
     /// Names after `--lstrip-paths`, to refuse collisions.
     seen: Mutex<HashSet<String>>,
+    /// Artifact names made by turning `\\` into `/`, with the path each came
+    /// from, to refuse two files recorded under one name.
+    mangled: Mutex<Vec<(String, String)>>,
     /// Hashed files, one vector per directory chunk.
     out: Mutex<Vec<Vec<(String, HashDict)>>>,
     stats: Mutex<Vec<(StatKey, HashDict)>>,
@@ -570,7 +639,12 @@ impl Walk<'_> {
 
     /// The artifact name for the normalised `path`: `--lstrip-paths`
     /// applied, `file:` kept. `None` after a collision (recorded as the error).
-    fn key(&self, prefix: &str, path: &str) -> Option<String> {
+    ///
+    /// As the reference's `_mangle`: a `\\` becomes `/` ("for cross-platform
+    /// metadata consistency"), then a prefix is stripped.
+    fn key(&self, prefix: &str, given: &str) -> Option<String> {
+        let slashed = given.contains('\\').then(|| given.replace('\\', "/"));
+        let path = slashed.as_deref().unwrap_or(given);
         let mut stripped = path;
         for lp in &self.opts.lstrip_paths {
             if let Some(rest) = path.strip_prefix(lp.as_str()) {
@@ -588,13 +662,20 @@ impl Walk<'_> {
             self.fail(DigestError::PrefixCollision(stripped.to_owned()));
             return None;
         }
-        Some(format!("{prefix}{stripped}"))
+        let key = format!("{prefix}{stripped}");
+        if slashed.is_some() {
+            self.mangled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((key.clone(), given.to_owned()));
+        }
+        Some(key)
     }
 
     /// [`Walk::key`] taking an owned path: reused as is in the common case
     /// (no prefix, nothing to strip).
     fn key_owned(&self, prefix: &str, path: String) -> Option<String> {
-        if prefix.is_empty() && self.opts.lstrip_paths.is_empty() {
+        if prefix.is_empty() && self.opts.lstrip_paths.is_empty() && !path.contains('\\') {
             Some(path)
         } else {
             self.key(prefix, &path)
@@ -705,13 +786,13 @@ impl Walk<'_> {
                     continue;
                 }
                 // A mount point below may be another kind of file system.
-                let short = if st.st_dev == dir.id.0 {
-                    dir.short_read_is_eof
+                let fs = if st.st_dev == dir.id.0 {
+                    dir.fs
                 } else {
-                    short_read_is_eof(&fd)
+                    fs_traits(&fd)
                 };
                 let child = Arc::new(DirNode {
-                    short_read_is_eof: short,
+                    fs,
                     fd,
                     key,
                     disk: dir.disk.join(name_str),
@@ -731,7 +812,12 @@ impl Walk<'_> {
             match beneath {
                 Some(fd) => {
                     let h = self
-                        .hash_open(&mut File::from(fd), &mut linked_stats, false)
+                        .hash_open(
+                            &mut File::from(fd),
+                            &mut linked_stats,
+                            false,
+                            dir.trust_dev(),
+                        )
                         .map_err(|source| DigestError::Io {
                             path: dir.disk.join(OsStr::from_bytes(bytes)),
                             source,
@@ -784,21 +870,39 @@ impl Walk<'_> {
         }
         let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
         let fd = nix::fcntl::openat(&dir.fd, name, flags, Mode::empty())?;
-        self.hash_open(&mut File::from(fd), stats, dir.short_read_is_eof)
+        self.hash_open(
+            &mut File::from(fd),
+            stats,
+            dir.fs.short_read_is_eof,
+            dir.trust_dev(),
+        )
     }
 
     /// Hashes an open file, noting its identity if the walk remembers.
+    ///
+    /// Only a file on `trust_dev` (a file system whose stat shows every
+    /// write, see [`FsTraits`]) with no dirty page before it is read is
+    /// remembered. A page already dirty through a shared mapping can be
+    /// written again without the kernel noticing (so without moving ctime)
+    /// until it is written back; a clean page must fault first, and that
+    /// moves ctime.
     fn hash_open(
         &self,
         f: &mut File,
         stats: &mut Vec<(StatKey, HashDict)>,
         short_read_is_eof: bool,
+        trust_dev: Option<u64>,
     ) -> io::Result<HashDict> {
+        let clean = self.remember
+            && trust_dev.is_some()
+            && crate::sandbox::pagecache::page_cache_is_clean(f.as_fd());
         let (algs, eol) = (&self.opts.algorithms, self.opts.normalize_line_endings);
         let h = hash_reader(f, algs, eol, short_read_is_eof)?;
-        if self.remember {
+        if clean {
             if let Ok(st) = nix::sys::stat::fstat(&*f) {
-                stats.push((StatKey::of(&st), h.clone()));
+                if Some(st.st_dev) == trust_dev {
+                    stats.push((StatKey::of(&st), h.clone()));
+                }
             }
         }
         Ok(h)
@@ -880,29 +984,54 @@ pub fn hash_file(path: &Path, algs: &[HashAlg], normalize_eol: bool) -> io::Resu
     hash_reader(&mut File::open(path)?, algs, normalize_eol, false)
 }
 
-/// Whether a short read from a regular file in the directory `dir` means
-/// end of file, so the read that would return 0 can be skipped (one system
-/// call of four per small file). True on local disk and memory file systems,
-/// whose reads are served from the page cache up to the file's size and are
-/// cut short otherwise only by a fatal signal. Not assumed elsewhere: a FUSE
-/// server, a network file system or a /proc file may return less before the
-/// end.
-fn short_read_is_eof(dir: &OwnedFd) -> bool {
+/// What a walk may assume of the file system a directory is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FsTraits {
+    /// A short read from a regular file means end of file, so the read
+    /// that would return 0 can be skipped (one system call of four per
+    /// small file). True on local disk and memory file systems, whose reads
+    /// are served from the page cache up to the file's size and are cut
+    /// short otherwise only by a fatal signal. Not assumed elsewhere: a FUSE
+    /// server, a network file system or a /proc file may return less before
+    /// the end.
+    short_read_is_eof: bool,
+    /// Every change to a file's content moves its ctime, including a write
+    /// through a shared mapping (the page fault that makes a clean page
+    /// writable updates the times), so a [`StatCache`] may trust an unchanged
+    /// stat for a file whose pages were clean when it was read. Local disk
+    /// file systems only: not tmpfs (writes through a mapping never update
+    /// the times there), not overlayfs (the pages are the upper file's, so
+    /// `cachestat` on the overlay file sees none), not network or FUSE file
+    /// systems (attributes may be cached, or changed by another client).
+    stat_shows_writes: bool,
+}
+
+fn fs_traits(dir: &OwnedFd) -> FsTraits {
     use nix::sys::statfs::{
         fstatfs, BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, F2FS_SUPER_MAGIC, TMPFS_MAGIC,
         XFS_SUPER_MAGIC,
     };
     // ext2, ext3 and ext4 share one magic number.
-    fstatfs(dir).is_ok_and(|s| {
-        [
-            EXT4_SUPER_MAGIC,
-            XFS_SUPER_MAGIC,
-            BTRFS_SUPER_MAGIC,
-            F2FS_SUPER_MAGIC,
-            TMPFS_MAGIC,
-        ]
-        .contains(&s.filesystem_type())
-    })
+    let disk = [
+        EXT4_SUPER_MAGIC,
+        XFS_SUPER_MAGIC,
+        BTRFS_SUPER_MAGIC,
+        F2FS_SUPER_MAGIC,
+    ];
+    match fstatfs(dir).map(|s| s.filesystem_type()) {
+        Ok(t) if disk.contains(&t) => FsTraits {
+            short_read_is_eof: true,
+            stat_shows_writes: true,
+        },
+        Ok(t) if t == TMPFS_MAGIC => FsTraits {
+            short_read_is_eof: true,
+            stat_shows_writes: false,
+        },
+        _ => FsTraits {
+            short_read_is_eof: false,
+            stat_shows_writes: false,
+        },
+    }
 }
 
 /// Streams `f` through every requested hash, reading into a per-thread
@@ -1163,6 +1292,43 @@ mod tests {
             .collect()
     }
 
+    /// A `\\` in a name is recorded as `/` (the reference's `_mangle`), in
+    /// walked names and given ones; two files that end up under one name are
+    /// refused, the same file reached twice is not.
+    #[test]
+    fn backslashes_are_recorded_as_slashes_and_collisions_refused() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("dir\\x")).unwrap();
+        std::fs::write(d.path().join("a\\evil"), b"e").unwrap();
+        std::fs::write(d.path().join("dir\\x/f"), b"f").unwrap();
+        let opts = RecordOptions {
+            base_path: Some(d.path().to_path_buf()),
+            ..Default::default()
+        };
+        let (m, _) = record(&[".".into(), "a\\evil".into()], &opts).unwrap();
+        assert_eq!(m.keys().collect::<Vec<_>>(), ["a/evil", "dir/x/f"]);
+        let with_prefix = record(&["file:a\\evil".into()], &opts).unwrap().0;
+        assert_eq!(with_prefix.keys().collect::<Vec<_>>(), ["file:a/evil"]);
+        // A real `a/evil` as well: two files, one name.
+        std::fs::create_dir(d.path().join("a")).unwrap();
+        std::fs::write(d.path().join("a/evil"), b"real").unwrap();
+        let err = record(&[".".into()], &opts).unwrap_err();
+        match err {
+            DigestError::NameCollision {
+                name,
+                first,
+                second,
+            } => {
+                assert_eq!(name, "a/evil");
+                assert_eq!(
+                    [first, second],
+                    ["a/evil".to_string(), "a\\evil".to_string()]
+                );
+            }
+            e => panic!("{e}"),
+        }
+    }
+
     /// Sizes around the read size: a file that fills the buffer exactly must
     /// still be read on to its end, whether or not short reads are trusted.
     #[test]
@@ -1184,9 +1350,16 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(recorded(&opts, "sha512"), expected);
-        // /proc files return less than asked before their end.
+        // /proc files return less than asked before their end, and their
+        // stat says nothing about their content.
         let proc = open_dir(None, b"/proc/self", true).unwrap();
-        assert!(!short_read_is_eof(&proc));
+        assert_eq!(
+            fs_traits(&proc),
+            FsTraits {
+                short_read_is_eof: false,
+                stat_shows_writes: false
+            }
+        );
     }
 
     /// The same sizes around a small buffer, with short reads trusted,

@@ -87,6 +87,7 @@ use std::time::{Duration, Instant};
 use nix::libc;
 
 mod child;
+pub mod pagecache;
 
 /// The first argument that makes a totogate binary the sandbox monitor
 /// (see [`serve`]). It names the version: the arguments after it are this

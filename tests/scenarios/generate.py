@@ -1290,6 +1290,48 @@ def _(s):
 
 # ---- found in review: recording inspections -------------------------------------
 
+@scenario("inspection-backslash-name-fail",
+          "inspection writes a file named 'a\\evil', recorded as 'a/evil' (backslashes become "
+          "slashes); products DISALLOW a/*")
+def _(s):
+    _insp(s, ["sh", "-c", "echo x > 'a\\evil'"], [], [R("DISALLOW a/*"), R("ALLOW *")])
+    s.finish("fail")
+
+
+# A process the first inspection leaves behind: it maps product.txt, dirties
+# its page (which moves ctime), and later writes through that dirty page,
+# which does not move ctime again.
+_MAPPED_WRITER = (
+    "import mmap, os, time\n"
+    "f = open('product.txt', 'r+b'); m = mmap.mmap(f.fileno(), 0)\n"
+    "m[0:1] = b't'\n"
+    "while not os.path.exists('trigger'): time.sleep(0.02)\n"
+    "m[0:3] = b'BAD'\n"
+    "open('done', 'w').close()\n"
+    "time.sleep(2)\n")
+
+
+@scenario("inspection-write-through-dirty-mapping-fail",
+          "inspection 'start' leaves a process with product.txt mapped and a page dirtied and "
+          "waits 3 s; inspection 'poke' has it write BAD through that page (ctime does not "
+          "move); poke's products MATCH product.txt WITH PRODUCTS FROM make")
+def _(s):
+    alice, bob = s.key("alice"), s.key("bob")
+    s.write("product.txt", "the product\n")
+    s.run("make", bob, [], ["product.txt"], "true")
+    s.write("product.txt", "the product\n", base=s.dir)
+    s.write("writer.py", _MAPPED_WRITER, base=s.dir)
+    s.layout([step("make", bob, [], [R("ALLOW product.txt"), R("DISALLOW *")], "true")],
+             [inspection("start", ["sh", "-c", "setsid python3 writer.py >/dev/null 2>&1 "
+                                   "</dev/null & sleep 3"]),
+              inspection("poke", ["sh", "-c", "touch trigger; while [ ! -e done ]; do "
+                                  "sleep 0.02; done"],
+                         [], [R("MATCH product.txt WITH PRODUCTS FROM make"),
+                              R("DISALLOW product.txt"), R("ALLOW *")])],
+             signers=[alice], functionaries=[bob])
+    s.finish("fail")
+
+
 
 # --------------------------------------------------------------------------
 # main
