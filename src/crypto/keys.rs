@@ -431,12 +431,22 @@ impl PublicKey {
                     .unwrap_or(false)
             }
             (Verifier::Rsa(k), _) => {
-                // The reference verifies with PSS.AUTO salt length; it signs
-                // with a salt as long as the digest, which is what we accept.
-                let vk = rsa::pss::VerifyingKey::<Sha256>::new(k.clone());
-                rsa::pss::Signature::try_from(sig)
-                    .map(|s| vk.verify(msg, &s).is_ok())
-                    .unwrap_or(false)
+                // The reference verifies with `PSS.AUTO`: any salt length the
+                // encoded message carries (OpenSSL recovers it from the
+                // position of the 0x01 separator). Recover it the same way,
+                // then let the crate check the signature with that length.
+                match pss_recover_salt_len(k, sig) {
+                    Some(salt_len) => {
+                        let vk = rsa::pss::VerifyingKey::<Sha256>::new_with_salt_len(
+                            k.clone(),
+                            salt_len,
+                        );
+                        rsa::pss::Signature::try_from(sig)
+                            .map(|s| vk.verify(msg, &s).is_ok())
+                            .unwrap_or(false)
+                    }
+                    None => false,
+                }
             }
             (Verifier::P256(k), _) => p256::ecdsa::DerSignature::from_bytes(sig)
                 .map(|s| k.verify(msg, &s).is_ok())
@@ -453,6 +463,66 @@ impl PublicKey {
             Err(KeyError::BadSignature)
         }
     }
+}
+
+/// The salt length an RSASSA-PSS (SHA-256, MGF1-SHA-256) signature encodes,
+/// as OpenSSL's `RSA_verify_PKCS1_PSS_mgf1` recovers it for
+/// `RSA_PSS_SALTLEN_AUTO`: open the signature with the public key, unmask
+/// DB, skip its leading zero octets, and require a 0x01 separator; the salt
+/// is what follows it. `None` when the encoded message is malformed (the
+/// signature is then refused, as OpenSSL refuses it). The hash `H'` check is
+/// left to the caller.
+fn pss_recover_salt_len(key: &rsa::RsaPublicKey, sig: &[u8]) -> Option<usize> {
+    use rsa::traits::PublicKeyParts;
+    let h_len = <Sha256 as Digest>::output_size();
+    let key_len = key.size();
+    if sig.len() != key_len {
+        return None;
+    }
+    let s = rsa::BigUint::from_bytes_be(sig);
+    if &s >= key.n() {
+        return None;
+    }
+    let m = s.modpow(key.e(), key.n()).to_bytes_be();
+    if m.len() > key_len {
+        return None;
+    }
+    let mut em = vec![0u8; key_len - m.len()];
+    em.extend_from_slice(&m);
+    let em_bits = key.n().bits().checked_sub(1)?;
+    let em_len = em_bits.div_ceil(8);
+    // A modulus of 8k+1 bits leaves a whole leading octet that must be zero.
+    let (lead, em) = em.split_at(key_len - em_len);
+    if lead.iter().any(|&b| b != 0) {
+        return None;
+    }
+    if em_len < h_len + 2 || em[em_len - 1] != 0xbc {
+        return None;
+    }
+    let top_mask = 0xffu8 >> (8 * em_len - em_bits);
+    if em[0] & !top_mask != 0 {
+        return None;
+    }
+    let (masked_db, rest) = em.split_at(em_len - h_len - 1);
+    let h = &rest[..h_len];
+    let mut db = masked_db.to_vec();
+    let mut counter = 0u32;
+    for chunk in db.chunks_mut(h_len) {
+        let mask = Sha256::new()
+            .chain_update(h)
+            .chain_update(counter.to_be_bytes())
+            .finalize();
+        for (b, m) in chunk.iter_mut().zip(mask.iter()) {
+            *b ^= m;
+        }
+        counter += 1;
+    }
+    db[0] &= top_mask;
+    let sep = db.iter().position(|&b| b != 0)?;
+    if db[sep] != 0x01 {
+        return None;
+    }
+    Some(db.len() - sep - 1)
 }
 
 fn elliptic_curve_oid() -> pkcs8::ObjectIdentifier {
@@ -641,6 +711,91 @@ pub fn generate(keytype: KeyType, ecdsa_p384: bool) -> Result<PrivateKey, KeyErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // RSA-PSS fixtures made with pyca/cryptography (the reference's library),
+    // each over b"hello"; the bool is what `PSS.AUTO` verification says.
+    const RSA2048_PEM: &str = "\
+-----BEGIN PUBLIC KEY-----\n\
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAxcdciz57PX8gHVR26EB6\n\
+Kofw8NEjZrUBgR+/p5EpgrMGpAf45utjf0PWnCYpbtLplEtfJIludIC2gfXAMDmJ\n\
+NhUOAeLs1udLTeoENTA+wvlxaNWYDWca25+XBCzMHjAVRtVo29VBE0kH7swC0lkY\n\
+X31knKlrY+BVgnfo7g6Q/zplKFb3NY89YrV89KvkaNrR5j4P92/Rw+g8Bm2Sj8oW\n\
+ZxLh59Mn78kB9tjYzdc/uUtoqxlocoqtxuNGIjoBaBJEt1ST3rPm+G8WD/+R6V7F\n\
+60RJ+2vFnMikLRnv9M5CKxB6IGqwoED1NAB/YmzO1KRsXZavu/rR9/3WkEdpw/Ty\n\
+CwIDAQAB\n\
+-----END PUBLIC KEY-----\n\
+";
+    const RSA2048_SIGS: &[(&str, bool, &str)] = &[
+        ("-----BEGIN", public, "KEY-----"),
+        ("-----END", public, "KEY-----"),
+        ("salt32", true, "55c4e01cb22fa3fc869080eb773bd805f77a701492103c489afe5b6036d42340a70baf221d535ff1bd9b9b1cd2265c907e03770f960d0929bd06e85dad282b331e40ff1c5d57e0daac8b4a0eed336736a17b269e03ef40ce7f7cd62a50bf7eb0d551f26f12b316d35382062e338563a569aa02ab51252b86c1c44fe2e9f1412bcbca9bf85061317cf47c2999017051475e00b9d02109c673e6c9db706eca7942fc0ea0416d48bcc51a82f4e090383f5d146b177f4ff9ab74039981493d27cd3d77fed847a62d275dfd2ebab8a75de098ad44ed94f31ba7f580cca0a2af6336a9797db1929e8f73021b8b6854d53059a992d8b4e7db0d021747bea3e61cc795bd"),
+        ("salt0", true, "4a07981249bd3fd567a0ab279452dd02cd44ef6ff0cb1344b9089f8c2c9d9770b581dbcf822f52478748f9518a96b11a52551df1557e45eeea51dfda4a8a86ea69c3636647174b9fcd38392920b12d57e1d32f78dd9314c38dacad54dfda0feb6c6bf3136c02cae88ab348494af710dfb20188f38df5d26a40ce242bc8eb9d256f0937f5adeb7f945f2fbacbf8552ad55763a2cf7ba498840a6df0fa5a6368eacb9ba9f2b74c4b26616904e5d6f90c33585e9874b0f84754372f33d4daa6632a25cdc10ac91732402ab7aa9ee1224458850206c13d204fc2cb374b8a8132cdb70982d8daaf01f91d97eb195ce73b121240a40cb551495ddea4aed82b95e12ad6"),
+        ("saltmax", true, "45f9e97113b1a1b5038a7bac1eea8612404bae21385e2a1df9d95c8d8bc02d0a4873092e053b1c9aa652b1361d9972bc9f40ce4548aaf73df8d4c5ae287550656c08cb74cd39f35670ac2c5372c3d4d5c98e16f84354723d3e876b62419fb80411313ba7be0d3cc77808229ff6f05c2bce051fb0e69722923cb22d4d5159f1ac292d9ac6c8ea51fb1aaa42928eaa490f670905db14c50c2b6fd040ce30a585e8e367ce816802e9d107884b12f82cf408b4e7219b2eb55ac42761b7661029b598bee341ee1b2bb88049beb541e9159fb027e44e7a130c94f9d38f1848fd3638656a1d95db43afe5a2b4f8712be2f6e08cb6b907a9d8dcc9a0c0a42ae5b4695c86"),
+        ("mgf1sha1", false, "7b24d1d9310f5e44a90cf0778c6587d1c4a2096752d1d6a6699455e96770f0a0db8c6be51b8d064cc62a680b18d43e8b3c035cd0b6e05081161d601dc17a2860c9a919a58303aeaa06e5339354de384d627d74685bce58e7b48b08bdb01dfac863ccd02742f4c3c9ed4270693fa2d68605240236c6011dedc85c146020711f731aa7be58349911a11a558382b729cc8dfcd131069305f39895891508d84aad1397de1114fd35e67dbfa5a517b3d16988bd44d461a9118b8b20271a8d8e03c5bbdfc2b3d3a40d327db677234b90839a44acd457a96ece99f61f9fa3b5746fc133e576be5021c9dc08367a49461c5b8a7fcc1f83cc9d3764fa1f887fb97c7a0dd0"),
+        ("pkcs1v15", false, "158db1db817bff1bc36e11ac05bc4c064e3eee4f516191271b5c46747cb822fe11894b0b3d6cc8960fe8cc759201973897f13c50d0f21f550cdb8be8412ba95a45edfd49381baf34e1ed0dfce50a4d76e47ba89abe2629274405eeaf455825d203eeb7521539a4bba63dd564cd8c0e1f5a5de039ebcb35b9a29e30df722fe97b27cf4de2010671986bb9a45812e26601f55dd92f6765d8609cb3d8194e63386d2694bc8e5e389b428d18aae2d1dcb8977052ab9034405e6394d95d8e05d3022c22de326f3e256fb43f680459856553fdd001504b1dd61089acbfe3518edf6352cf9053910c107ed6e564b59bc4c9ae4c67692e466b98b0bc6489cfb7b6054904"),
+    ];
+    // A 1025-bit modulus: the encoded message is one octet shorter than the
+    // key, and that leading octet must be zero (OpenSSL refuses `lead1`).
+    const RSA1025_PEM: &str = "\
+-----BEGIN PUBLIC KEY-----\n\
+MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQGNu82uPIQGHcWXdB96K4BMP/sI\n\
+pYPV6HQ7H3++h1O1x1gdg8/2a6YT35lusAVBT+oGhqVX6P2N+y9nTgmDSaXTqNbf\n\
+0o+BusIOtkSelujjUICzX/eb/N5Ct6RjEgIXkcLLvvTSzQ69p8/wUALFyGLIWRx2\n\
+m7gRSkmpam6gOHBcZwIDAQAB\n\
+-----END PUBLIC KEY-----\n\
+";
+    const RSA1025_SIGS: &[(&str, bool, &str)] = &[
+        ("good", true, "00d5c33703de4b7e8eeea2c56d87a8be3b87a52e363c63a802b96539e065b087912116f6f2224a803869a8b65396531cbd044d6007f67b0c724cd3ae40b7530c8e9f323e8a9ba8cff0110608dc46e2da7ea0378ba2b5b223df98f387830e2c5623aa5c5d77fb1f738d14ebf619ddeb05f0225783e2d936bf3402ee12496a3695fe"),
+        ("lead1", false, "0185d645e6025886766858668c33178f92a5e8f95afff31add3e54c60df1a30b894e1f1dadf27919fc67224ff300ac57d8f3281df4bda6b401ef9b33920176414ed95c66ce0063f960dee904013e423a364321e3cc8c5dda9ee290476cc8db69ac8fb9e55f8f530c81e0300a95854729cb2a18bf266a4d0b3bcd0d89d8d60c64bf"),
+    ];
+
+    #[test]
+    fn rsa_pss_accepts_any_salt_length_like_pss_auto() {
+        for (pem, sigs) in [(RSA2048_PEM, RSA2048_SIGS), (RSA1025_PEM, RSA1025_SIGS)] {
+            let k = PublicKey::from_pem(pem).unwrap();
+            assert_eq!(k.scheme(), Scheme::RsassaPssSha256);
+            for (name, want, hex_sig) in sigs {
+                let sig = hex::decode(hex_sig).unwrap();
+                assert_eq!(k.verify(b"hello", &sig).is_ok(), *want, "{name}");
+                // Never over another message.
+                assert!(k.verify(b"hellp", &sig).is_err(), "{name}");
+                // Nor with a bit flipped in the signature.
+                let mut bad = sig.clone();
+                let last = bad.len() - 1;
+                bad[last] ^= 1;
+                assert!(k.verify(b"hello", &bad).is_err(), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn rsa_pss_salt_lengths_from_rsa_crate_signer() {
+        use signature::{RandomizedSigner, SignatureEncoding};
+        let PrivateKey {
+            signer: Signer::Rsa(sk),
+            public,
+        } = generate(KeyType::Rsa, false).unwrap()
+        else {
+            panic!("not an RSA key");
+        };
+        let em_len = (rsa::traits::PublicKeyParts::n(&sk).bits() - 1).div_ceil(8);
+        let max = em_len - 32 - 2;
+        for salt_len in [0, 1, 20, 32, 64, max] {
+            let signer = rsa::pss::SigningKey::<Sha256>::new_with_salt_len(sk.clone(), salt_len);
+            let sig = signer.sign_with_rng(&mut OsRng, b"msg").to_vec();
+            assert_eq!(pss_recover_salt_len(sk.as_ref(), &sig), Some(salt_len));
+            public.verify(b"msg", &sig).unwrap();
+            assert!(public.verify(b"msh", &sig).is_err());
+        }
+        // Truncated or over-long signatures are refused.
+        let sig = rsa::pss::SigningKey::<Sha256>::new(sk.clone())
+            .sign_with_rng(&mut OsRng, b"msg")
+            .to_vec();
+        assert!(public.verify(b"msg", &sig[1..]).is_err());
+        let mut long = vec![0u8];
+        long.extend_from_slice(&sig);
+        assert!(public.verify(b"msg", &long).is_err());
+    }
 
     #[test]
     fn sign_verify_roundtrip_every_type() {

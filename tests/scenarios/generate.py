@@ -1287,6 +1287,43 @@ def _(s):
 
 # ---- found in review: signatures ------------------------------------------------
 
+def _resign_link_rsa_pss(s, step_name, keyname, salt_length):
+    """Re-sign `step_name`'s link with `keyname`'s RSA key, RSA-PSS/SHA-256
+    with the given salt length (as other tools and HSMs may sign)."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from in_toto.models.metadata import Metadata
+    key = s.key(keyname)
+    path = s.link_path(step_name, key)
+    msg = Metadata.load(path).signed.signable_bytes
+    with open(key.keyfile, "rb") as f:
+        priv = serialization.load_pem_private_key(f.read(), None)
+    sig = priv.sign(msg, padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
+                                     salt_length=salt_length), hashes.SHA256())
+    data = load_json(path)
+    data["signatures"] = [{"keyid": key.keyid, "sig": sig.hex()}]
+    dump_json(path, data)
+
+
+@scenario("sig-rsa-pss-max-salt",
+          "bob (RSA) signs make's link with RSA-PSS salt length MAX_LENGTH; PSS.AUTO accepts it")
+def _(s):
+    from cryptography.hazmat.primitives.asymmetric import padding
+    chain(s, {}, [dict(name="make", cmd="echo hi > a.txt", m=[], p=["a.txt"],
+                       pr=[R("ALLOW *")])], kind="rsa")
+    _resign_link_rsa_pss(s, "make", "bob", padding.PSS.MAX_LENGTH)
+    s.finish("pass")
+
+
+@scenario("sig-rsa-pss-zero-salt",
+          "bob (RSA) signs make's link with RSA-PSS salt length 0; PSS.AUTO accepts it")
+def _(s):
+    chain(s, {}, [dict(name="make", cmd="echo hi > a.txt", m=[], p=["a.txt"],
+                       pr=[R("ALLOW *")])], kind="rsa")
+    _resign_link_rsa_pss(s, "make", "bob", 0)
+    s.finish("pass")
+
+
 
 # ---- found in review: recording inspections -------------------------------------
 
