@@ -54,7 +54,7 @@ prop_compose! {
     fn link()(name in text(), command in proptest::collection::vec(text(), 0..4),
               materials in artifacts(), products in artifacts(),
               byproducts in opaque(), environment in opaque()) -> Link {
-        Link { name, command, materials, products, byproducts, environment }
+        Link { name, command, materials, products, byproducts, environment, odd: None }
     }
 }
 
