@@ -11,6 +11,8 @@ use serde_json::Value;
 pub enum CanonicalError {
     #[error("canonical JSON has no floats, found {0}")]
     Float(String),
+    #[error("an integer of {0} digits, more than Python converts")]
+    IntTooLong(usize),
 }
 
 /// Canonical bytes of `value`.
@@ -30,8 +32,7 @@ fn write(value: &Value, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(n) if n.is_f64() => return Err(CanonicalError::Float(n.to_string())),
-        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::Number(n) => write_number(&n.to_string(), out)?,
         Value::String(s) => write_str(s, out),
         Value::Array(items) => {
             out.push(b'[');
@@ -58,6 +59,32 @@ fn write(value: &Value, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
             }
             out.push(b'}');
         }
+    }
+    Ok(())
+}
+
+/// Python's `json.loads` makes an `int` of a number spelled without a
+/// fraction or exponent and a `float` of any other; `encode_canonical` writes
+/// an int as `str(int)` and refuses a float. serde_json (with
+/// `arbitrary_precision`) keeps the document's spelling, so it is normalised
+/// here: `-0` is the int 0 (the only integer spelling JSON allows whose
+/// `str` differs), and `1.0`, `1e2`, `1E400` are floats, whatever their value.
+/// Python also refuses to convert an integer of more than 4300 digits
+/// (`sys.int_info.str_digits_check_threshold`), so such a number cannot be
+/// loaded there; it is refused here too.
+fn write_number(text: &str, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+    const PY_INT_MAX_STR_DIGITS: usize = 4300;
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(CanonicalError::Float(text.to_owned()));
+    }
+    if digits.len() > PY_INT_MAX_STR_DIGITS {
+        return Err(CanonicalError::IntTooLong(digits.len()));
+    }
+    if digits.bytes().all(|b| b == b'0') {
+        out.push(b'0');
+    } else {
+        out.extend_from_slice(text.as_bytes());
     }
     Ok(())
 }
@@ -109,5 +136,28 @@ mod tests {
     #[test]
     fn floats_are_refused() {
         assert!(encode(&json!({"x": 1.5})).is_err());
+    }
+
+    fn parsed(text: &str) -> Result<String, CanonicalError> {
+        let v = crate::json::parse_strict(text.as_bytes(), Default::default()).unwrap();
+        encode(&v).map(|b| String::from_utf8(b).unwrap())
+    }
+
+    #[test]
+    fn integers_are_written_as_python_str_int() {
+        assert_eq!(parsed("[-0, 0, -1, 7]").unwrap(), "[0,0,-1,7]");
+        let big = "-123456789012345678901234567890123456789";
+        assert_eq!(parsed(big).unwrap(), big);
+        assert_eq!(parsed(&"9".repeat(4300)).unwrap(), "9".repeat(4300));
+        assert!(parsed(&"9".repeat(4301)).is_err());
+    }
+
+    #[test]
+    fn every_fraction_or_exponent_is_a_float() {
+        for f in [
+            "1.0", "-0.0", "1e2", "1E2", "-1e-2", "1e400", "-1E+400", "0.5",
+        ] {
+            assert!(parsed(f).is_err(), "{f}");
+        }
     }
 }

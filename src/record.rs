@@ -172,6 +172,7 @@ pub fn run(req: &RunRequest) -> Result<(Link, Option<i32>, Notes), RecordError> 
             products,
             byproducts,
             environment: Map::new(),
+            odd: None,
         },
         rv,
         notes,

@@ -26,6 +26,9 @@ pub struct Step {
     pub pubkeys: Vec<String>,
     pub expected_command: Vec<String>,
     pub threshold: i64,
+    /// The threshold was written `true`/`false`: Python's bool is an int, so
+    /// the reference takes it as 1/0, and it signs it back as `true`/`false`.
+    pub threshold_is_bool: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -102,9 +105,11 @@ impl Layout {
                     ));
                 }
             }
-            let threshold = match sf.get("threshold") {
-                None => 1,
-                Some(Value::Number(n)) if n.is_i64() => n.as_i64().unwrap_or(1),
+            // The reference checks `isinstance(threshold, int)`, which a bool passes.
+            let (threshold, threshold_is_bool) = match sf.get("threshold") {
+                None => (1, false),
+                Some(Value::Number(n)) if n.is_i64() => (n.as_i64().unwrap_or(1), false),
+                Some(Value::Bool(b)) => (i64::from(*b), true),
                 Some(_) => return Err(err(sf.at("threshold"), Problem::WrongType("an integer"))),
             };
             steps.push(Step {
@@ -113,6 +118,7 @@ impl Layout {
                 pubkeys,
                 expected_command: sf.string_list("expected_command")?,
                 threshold,
+                threshold_is_bool,
                 name,
             });
         }
@@ -159,7 +165,11 @@ impl Layout {
                 "expected_products": rule_words(&s.expected_products),
                 "pubkeys": s.pubkeys,
                 "expected_command": s.expected_command,
-                "threshold": s.threshold,
+                "threshold": if s.threshold_is_bool {
+                    json!(s.threshold != 0)
+                } else {
+                    json!(s.threshold)
+                },
             })).collect::<Vec<_>>(),
             "inspect": self.inspect.iter().map(|i| json!({
                 "_type": "inspection",
@@ -191,4 +201,31 @@ pub fn format_expiry(t: OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC)
         .format(fmt)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout_with_threshold(t: Value) -> Result<Layout, FormatError> {
+        let v = json!({"_type": "layout", "expires": "2030-01-01T00:00:00Z", "readme": "",
+            "keys": {}, "inspect": [], "steps": [{"_type": "step", "name": "make",
+            "pubkeys": [], "expected_command": [], "expected_materials": [],
+            "expected_products": [], "threshold": t}]});
+        Layout::from_value(&v, "layout")
+    }
+
+    #[test]
+    fn threshold_bool_is_an_int_and_signs_back_as_a_bool() {
+        // Python: isinstance(True, int) and True == 1.
+        for (t, n) in [(true, 1), (false, 0)] {
+            let l = layout_with_threshold(json!(t)).unwrap();
+            assert_eq!(l.steps[0].threshold, n);
+            assert_eq!(l.to_value()["steps"][0]["threshold"], json!(t));
+        }
+        let l = layout_with_threshold(json!(2)).unwrap();
+        assert_eq!(l.to_value()["steps"][0]["threshold"], json!(2));
+        assert!(layout_with_threshold(json!("1")).is_err());
+        assert!(layout_with_threshold(json!(null)).is_err());
+    }
 }

@@ -1,7 +1,7 @@
 use serde_json::{json, Map, Value};
 
 use super::{err, is_hex, Fields, FormatError, Problem};
-use crate::json::{write_py_object, write_py_str, PyContainer, PyStyle};
+use crate::json::{write_py, write_py_object, write_py_str, PyContainer, PyStyle};
 
 /// Hash algorithm name → hex digest, in name order.
 ///
@@ -402,19 +402,74 @@ pub struct Link {
     pub byproducts: Map<String, Value>,
     /// Opaque: `workdir` and the like.
     pub environment: Map<String, Value>,
+    /// `name` and `command` as the document has them, kept only when they
+    /// are not a string and a list of strings: the reference checks only
+    /// that `command` is a list (and nothing of `name`, which defaults to
+    /// null), and signs them as they are. `name` and `command` above then
+    /// hold their JSON text, for messages.
+    pub odd: Option<Box<OddFields>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OddFields {
+    pub name: Value,
+    pub command: Vec<Value>,
+}
+
+/// A string as itself, anything else as its JSON text.
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 impl Link {
     pub fn from_value(v: &Value, path: &str) -> Result<Link, FormatError> {
         let f = Fields::new(v, path)?;
-        Ok(Link {
-            name: f.string("name")?,
-            command: f.string_list("command")?,
+        let mut link = Link {
             materials: artifacts(&f, "materials")?,
             products: artifacts(&f, "products")?,
             byproducts: f.object("byproducts")?,
             environment: f.object("environment")?,
-        })
+            ..Link::default()
+        };
+        // `Link(**data)`: a missing name is None, a missing command [].
+        let name = f.get("name").cloned().unwrap_or(Value::Null);
+        link.set_name_command(name, f.list("command")?.to_vec());
+        Ok(link)
+    }
+
+    /// Sets `name` and `command` from their JSON values, keeping the values
+    /// in [`Link::odd`] only when they are not all strings.
+    pub fn set_name_command(&mut self, name: Value, command: Vec<Value>) {
+        self.name = text_of(&name);
+        self.command = command.iter().map(text_of).collect();
+        self.odd = (!name.is_string() || command.iter().any(|c| !c.is_string()))
+            .then(|| Box::new(OddFields { name, command }));
+    }
+
+    /// The `command` as the document has it.
+    pub fn command_values(&self) -> Vec<Value> {
+        match &self.odd {
+            Some(o) => o.command.clone(),
+            None => self.command.iter().cloned().map(Value::String).collect(),
+        }
+    }
+
+    /// Python's `link.command == expected_command`: a command with anything
+    /// but strings in it never equals a list of strings.
+    pub fn command_equals(&self, expected: &[String]) -> bool {
+        match &self.odd {
+            Some(o) => {
+                o.command.len() == expected.len()
+                    && o.command
+                        .iter()
+                        .zip(expected)
+                        .all(|(c, e)| c.as_str() == Some(e))
+            }
+            None => self.command == expected,
+        }
     }
 
     /// Canonical JSON of [`Link::to_value`], written straight from the typed
@@ -438,19 +493,29 @@ impl Link {
         let mut out = Vec::with_capacity(1024 + self.artifact_text_len(4));
         out.extend_from_slice(b"{\"_type\":\"link\",\"byproducts\":");
         encode_into(&Value::Object(self.byproducts.clone()), &mut out)?;
-        out.extend_from_slice(b",\"command\":[");
-        for (i, c) in self.command.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
+        out.extend_from_slice(b",\"command\":");
+        match &self.odd {
+            Some(o) => encode_into(&Value::Array(o.command.clone()), &mut out)?,
+            None => {
+                out.push(b'[');
+                for (i, c) in self.command.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_str(c, &mut out);
+                }
+                out.push(b']');
             }
-            write_str(c, &mut out);
         }
-        out.extend_from_slice(b"],\"environment\":");
+        out.extend_from_slice(b",\"environment\":");
         encode_into(&Value::Object(self.environment.clone()), &mut out)?;
         out.extend_from_slice(b",\"materials\":");
         artifacts(&self.materials, &mut out);
         out.extend_from_slice(b",\"name\":");
-        write_str(&self.name, &mut out);
+        match &self.odd {
+            Some(o) => encode_into(&o.name, &mut out)?,
+            None => write_str(&self.name, &mut out),
+        }
         out.extend_from_slice(b",\"products\":");
         artifacts(&self.products, &mut out);
         out.push(b'}');
@@ -491,14 +556,27 @@ impl Link {
         let mut c = PyContainer::object(out, style, depth);
         write_py_str("link", c.key("_type"));
         write_py_object(&self.byproducts, style, depth + 1, c.key("byproducts"));
-        let mut cmd = PyContainer::array(c.key("command"), style, depth + 1);
-        for word in &self.command {
-            write_py_str(word, cmd.item());
+        match &self.odd {
+            Some(o) => write_py(
+                &Value::Array(o.command.clone()),
+                style,
+                depth + 1,
+                c.key("command"),
+            ),
+            None => {
+                let mut cmd = PyContainer::array(c.key("command"), style, depth + 1);
+                for word in &self.command {
+                    write_py_str(word, cmd.item());
+                }
+                cmd.end();
+            }
         }
-        cmd.end();
         write_py_object(&self.environment, style, depth + 1, c.key("environment"));
         artifacts(&self.materials, c.key("materials"))?;
-        write_py_str(&self.name, c.key("name"));
+        match &self.odd {
+            Some(o) => write_py(&o.name, style, depth + 1, c.key("name")),
+            None => write_py_str(&self.name, c.key("name")),
+        }
         artifacts(&self.products, c.key("products"))?;
         c.end();
         Ok(())
@@ -518,10 +596,14 @@ impl Link {
 
     /// The dict the reference signs (`attr.asdict(link)`).
     pub fn to_value(&self) -> Value {
+        let (name, command) = match &self.odd {
+            Some(o) => (o.name.clone(), Value::Array(o.command.clone())),
+            None => (json!(self.name), json!(self.command)),
+        };
         json!({
             "_type": "link",
-            "name": self.name,
-            "command": self.command,
+            "name": name,
+            "command": command,
             "materials": self.materials,
             "products": self.products,
             "byproducts": self.byproducts,
@@ -699,5 +781,45 @@ mod tests {
         let sorted: ArtifactMap = m.clone().into_iter().collect();
         assert_eq!(sorted, m);
         assert!(ArtifactMap::new().is_empty());
+    }
+
+    /// The reference checks only that `command` is a list and nothing of
+    /// `name` (missing is None): such a link signs and writes its values as
+    /// they are, and its command never equals a list of strings.
+    #[test]
+    fn odd_name_and_command_are_kept_as_written() {
+        let v = json!({"_type": "link", "name": null, "command": ["sh", 1, null, {"a": []}],
+            "materials": {}, "products": {}, "byproducts": {}, "environment": {}});
+        let link = Link::from_value(&v, "link").unwrap();
+        assert!(link.odd.is_some());
+        assert_eq!(link.to_value(), v);
+        assert_eq!(
+            link.canonical_bytes().unwrap(),
+            crate::cjson::encode(&v).unwrap()
+        );
+        let mut py = String::new();
+        link.write_py(PyStyle::Default, 0, &mut py);
+        assert_eq!(serde_json::from_str::<Value>(&py).unwrap(), v);
+        assert!(!link.command_equals(&[
+            "sh".into(),
+            "1".into(),
+            "null".into(),
+            "{\"a\":[]}".into()
+        ]));
+
+        let mut missing = v.clone();
+        missing.as_object_mut().unwrap().remove("name");
+        assert_eq!(Link::from_value(&missing, "link").unwrap().to_value(), v);
+
+        let plain = json!({"_type": "link", "name": "make", "command": ["sh", "1"],
+            "materials": {}, "products": {}, "byproducts": {}, "environment": {}});
+        let link = Link::from_value(&plain, "link").unwrap();
+        assert!(link.odd.is_none());
+        assert!(link.command_equals(&["sh".into(), "1".into()]));
+        assert!(Link::from_value(&json!({"command": "sh"}), "link").is_err());
+        assert!(Link::from_value(&json!({"command": ["sh", 1.5]}), "link")
+            .unwrap()
+            .canonical_bytes()
+            .is_err());
     }
 }

@@ -54,7 +54,7 @@ prop_compose! {
     fn link()(name in text(), command in proptest::collection::vec(text(), 0..4),
               materials in artifacts(), products in artifacts(),
               byproducts in opaque(), environment in opaque()) -> Link {
-        Link { name, command, materials, products, byproducts, environment }
+        Link { name, command, materials, products, byproducts, environment, odd: None }
     }
 }
 
@@ -99,7 +99,7 @@ prop_compose! {
             readme,
             keys: Default::default(),
             steps: steps.into_iter().filter(|s| seen.insert(s.0.clone())).map(|(name, m, p, pubkeys, cmd, threshold)| Step {
-                name, expected_materials: m, expected_products: p, pubkeys, expected_command: cmd, threshold,
+                name, expected_materials: m, expected_products: p, pubkeys, expected_command: cmd, threshold, threshold_is_bool: false,
             }).collect(),
             inspect: inspect.into_iter().filter(|i| seen.insert(i.0.clone())).map(|(name, r, run)| Inspection {
                 name, expected_materials: r.clone(), expected_products: r, run,

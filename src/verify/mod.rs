@@ -814,7 +814,7 @@ fn verify_chain(
             });
         }
         for l in &verified_links {
-            if l.link.command != step.expected_command {
+            if !l.link.command_equals(&step.expected_command) {
                 warnings.push(Warning::CommandMismatch {
                     step: step.name.clone(),
                     expected: step.expected_command.clone(),
@@ -916,7 +916,10 @@ fn summary_link(name: &str, layout: &Layout, links: &BTreeMap<String, VerifiedLi
         if let Some(l) = links.get(&last.name) {
             out.products = l.link.products.clone();
             out.byproducts = l.link.byproducts.clone();
-            out.command = l.link.command.clone();
+            out.set_name_command(
+                serde_json::Value::String(name.to_owned()),
+                l.link.command_values(),
+            );
         }
     }
     out

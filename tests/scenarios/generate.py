@@ -1281,6 +1281,66 @@ def _(s):
 
 # ---- found in review: metadata parsing ---------------------------------------
 
+def _resign_link_field(s, step_name, key, field, value):
+    """Sets `field` of a Metablock link's payload and signs it again."""
+    p = s.link_path(step_name, key)
+    from in_toto.models.metadata import Metadata
+    md = Metadata.load(p)
+    setattr(md.signed, field, value)
+    md.signatures = []
+    md.create_signature(key.signer)
+    md.dump(p)
+
+
+@scenario("parse-neg-zero-return-value",
+          "make's link byproducts spell return-value as -0 (Python reads int 0, signs '0')")
+def _(s):
+    two_step(s, [R("ALLOW *")])
+    p = s.link_path("make", s.key("bob"))
+    with open(p, "rb") as f:
+        text = f.read()
+    changed = text.replace(b'"return-value": 0', b'"return-value": -0')
+    assert changed != text
+    with open(p, "wb") as f:
+        f.write(changed)
+    s.finish("pass")
+
+
+@scenario("parse-threshold-true",
+          "step threshold is JSON true (a Python bool is an int, True == 1)")
+def _(s):
+    alice, bob = chain(s, {}, [dict(name="make", cmd="echo hi > a.txt", m=[],
+                                    p=["a.txt"], pr=[R("ALLOW *")])])
+    s.layout([step("make", bob, [], [R("ALLOW *")], "echo hi > a.txt",
+                   threshold=True)], signers=[alice], functionaries=[bob])
+    s.finish("pass")
+
+
+@scenario("parse-link-command-not-strings",
+          "make's link command is ['sh', 1, null] (the reference checks only for a list), re-signed")
+def _(s):
+    two_step(s, [R("ALLOW *")])
+    _resign_link_field(s, "make", s.key("bob"), "command", ["sh", 1, None])
+    s.finish("pass")
+
+
+@scenario("parse-link-name-null",
+          "make's link name is null (the reference does not check it), re-signed")
+def _(s):
+    two_step(s, [R("ALLOW *")])
+    _resign_link_field(s, "make", s.key("bob"), "name", None)
+    s.finish("pass")
+
+
+@scenario("parse-link-name-null-tampered",
+          "as parse-link-name-null, then a product hash of make changed after signing")
+def _(s):
+    two_step(s, [R("ALLOW *")])
+    _resign_link_field(s, "make", s.key("bob"), "name", None)
+    tamper_link_artifact(s.link_path("make", s.key("bob")))
+    s.finish("fail")
+
+
 
 # ---- found in review: verification and rules ----------------------------------
 
