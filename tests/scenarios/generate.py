@@ -1339,6 +1339,30 @@ def _(s):
     s.finish("fail")
 
 
+@scenario("non-gpg-key-subkeys-name-the-link",
+          "bob's ed25519 key dict in the layout lists a 'subkeys' entry; bob's link is named after the subkey id (the reference reads 'subkeys' of any key)")
+def _(s):
+    alice, bob = chain(s, {}, [dict(name="make", cmd="echo hi > a.txt", m=[], p=["a.txt"],
+                                     pr=[R("ALLOW *")])])
+    sub = "abcdef12" * 8
+    lay = Layout(steps=[step("make", bob, [], [R("ALLOW *")], "echo hi > a.txt")], inspect=[],
+                 keys={bob.keyid: dict(bob.pub, subkeys={sub: {}})})
+    lay.validate()
+    md = Metablock(signed=lay)
+    md.create_signature(alice.signer)
+    md.dump(os.path.join(s.dir, DEFAULT_LAYOUT))
+    os.rename(s.link_path("make", bob), os.path.join(s.links, f"make.{sub[:8]}.link"))
+    s.finish("pass")
+
+
+@scenario("sublayout-inspection-then-missing-link",
+          "as sublayout-inspection-changes-workdir, without the later root step package's link: the reference checks every step's links before it verifies a sublayout, so the sublayout's inspection never runs")
+def _(s):
+    _sublayout(s, "sub-inspection-writes")
+    os.remove(s.link_path("package", s.key("carl")))
+    s.finish("fail")
+
+
 # ---- found in review: signatures ------------------------------------------------
 
 
