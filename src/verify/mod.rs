@@ -474,22 +474,42 @@ pub fn verify_with_layout(
     })
 }
 
+/// The ids a layout key dict lists under `subkeys`, whatever the key's
+/// type: the reference reads `key.get("subkeys", {})` of any key, both when
+/// it looks for link files and when it finds the key that must have signed
+/// one. (A GPG key's come from its parsed subkeys; another key's from the
+/// `subkeys` object its dict carries along.)
+fn subkey_ids(key: &PublicKey) -> Vec<String> {
+    if let Some(g) = key.gpg() {
+        return g.subkey_ids().map(str::to_owned).collect();
+    }
+    match key.to_dict().get("subkeys") {
+        Some(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The subkey ids of each key of the layout, by the key's id in `keys`.
+fn subkeys_by_key(layout: &Layout) -> BTreeMap<&str, Vec<String>> {
+    layout
+        .keys
+        .iter()
+        .map(|(id, k)| (id.as_str(), subkey_ids(k)))
+        .filter(|(_, subs)| !subs.is_empty())
+        .collect()
+}
+
 /// The key ids whose link files count for `step`, in the reference's order
 /// (in-toto `load_links_for_layout`): each authorised key id, each followed by
-/// the ids of its GPG subkeys (a GPG-signed link is named after the signing
-/// subkey's fingerprint).
-fn link_keyids(layout: &Layout, step: &crate::model::Step) -> Vec<String> {
+/// the ids of its subkeys (a GPG-signed link is named after the signing
+/// subkey's fingerprint; the reference reads `subkeys` of any key type).
+fn link_keyids(step: &crate::model::Step, subkeys: &BTreeMap<&str, Vec<String>>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for auth in &step.pubkeys {
-        let subkeys = layout
-            .keys
-            .get(auth)
-            .and_then(PublicKey::gpg)
-            .map(|g| g.subkey_ids().map(str::to_owned).collect::<Vec<_>>())
-            .unwrap_or_default();
-        for id in std::iter::once(auth.clone()).chain(subkeys) {
-            if !out.contains(&id) {
-                out.push(id);
+        let subs = subkeys.get(auth.as_str()).into_iter().flatten();
+        for id in std::iter::once(auth).chain(subs) {
+            if !out.contains(id) {
+                out.push(id.clone());
             }
         }
     }
@@ -498,19 +518,25 @@ fn link_keyids(layout: &Layout, step: &crate::model::Step) -> Vec<String> {
 
 /// The key that must have signed the link named after `link_keyid`, as
 /// in-toto's `verify_link_signature_thresholds` finds it: an authorised key
-/// by its id; the main key of an authorised GPG subkey id; an authorised key
-/// of which `link_keyid` is a GPG subkey. Thresholds count these keys.
+/// by its id; the main key of an authorised subkey id; an authorised key
+/// of which `link_keyid` is a subkey. Thresholds count these keys. As in the
+/// reference, `subkeys` of keys of any type count.
 fn authorising_key<'a>(
     layout: &'a Layout,
+    subkeys: &BTreeMap<&str, Vec<String>>,
     step: &crate::model::Step,
     link_keyid: &str,
 ) -> Option<&'a PublicKey> {
-    let main_of_subkey = |id: &str| {
+    let has_subkey =
+        |id: &str, sub: &str| subkeys.get(id).is_some_and(|s| s.iter().any(|x| x == sub));
+    // The reference's `main_keys_for_subkeys`: the last key listing it.
+    let main_of_subkey = |sub: &str| {
         layout
             .keys
-            .values()
+            .iter()
             .rev()
-            .find(|k| k.gpg().is_some_and(|g| g.has_subkey(id)))
+            .find(|(id, _)| has_subkey(id, sub))
+            .map(|(_, k)| k)
     };
     for auth in &step.pubkeys {
         let key = layout.keys.get(auth);
@@ -519,8 +545,8 @@ fn authorising_key<'a>(
                 return Some(k);
             }
         }
-        if let Some(k) = key.filter(|k| k.gpg().is_some_and(|g| g.has_subkey(link_keyid))) {
-            return Some(k);
+        if key.is_some() && has_subkey(auth, link_keyid) {
+            return key;
         }
     }
     None
@@ -558,10 +584,7 @@ fn verify_chain(
     warnings: &mut Vec<Warning>,
 ) -> Result<Chain, VerifyError> {
     let opts = cx.opts;
-    let layout = match &opts.params {
-        Some(params) => substitute(&verified.layout, params)?,
-        None => verified.layout.clone(),
-    };
+    let layout = substituted(&verified.layout, opts.params.as_ref(), depth)?;
     for item in layout
         .steps
         .iter()
@@ -590,10 +613,11 @@ fn verify_chain(
     let mut reduced: BTreeMap<String, VerifiedLink> = BTreeMap::new();
     let mut wanted: Vec<LinkRef> = Vec::new();
     // Per step, the key ids whose links count (with GPG subkeys).
+    let subkeys = subkeys_by_key(&layout);
     let candidates: Vec<Vec<String>> = layout
         .steps
         .iter()
-        .map(|s| link_keyids(&layout, s))
+        .map(|s| link_keyids(s, &subkeys))
         .collect();
     for (step, cands) in layout.steps.iter().zip(&candidates) {
         check_step_name(&step.name)?;
@@ -667,7 +691,8 @@ fn verify_chain(
                         .into_iter()
                         .flatten()
                         .filter_map(|keyid| {
-                            let key = authorising_key(&layout, step_of(&link.step)?, keyid)?;
+                            let key =
+                                authorising_key(&layout, &subkeys, step_of(&link.step)?, keyid)?;
                             Some((keyid.to_string(), env.check_signature(key)))
                         })
                         .collect();
@@ -694,8 +719,13 @@ fn verify_chain(
                 .or_default() += 1;
         }
     }
+    // First every step's links and thresholds (the reference's
+    // `load_links_for_layout` and `verify_link_signature_thresholds`).
+    let mut verified_by_step: Vec<Vec<(String, &PublicKey, Payload)>> =
+        Vec::with_capacity(layout.steps.len());
     for (step, cands) in layout.steps.iter().zip(&candidates) {
-        let mut verified_links: Vec<VerifiedLink> = Vec::new();
+        // (link key id, authorising key, payload) of each link that counts.
+        let mut verified: Vec<(String, &PublicKey, Payload)> = Vec::new();
         let mut ignored: Vec<IgnoredLink> = Vec::new();
         let mut present = 0;
         for keyid in cands {
@@ -735,7 +765,7 @@ fn verify_chain(
                     _ => continue,
                 }
             };
-            let Some(key) = authorising_key(&layout, step, keyid) else {
+            let Some(key) = authorising_key(&layout, &subkeys, step, keyid) else {
                 ignored.push(IgnoredLink {
                     file,
                     reason: format!(
@@ -757,13 +787,40 @@ fn verify_chain(
                 });
                 continue;
             }
+            verified.push((keyid.clone(), key, payload));
+        }
+        for i in &ignored {
+            warnings.push(Warning::IgnoredLink(i.clone()));
+        }
+        let distinct: BTreeSet<&KeyId> = verified.iter().map(|(_, k, _)| k.keyid()).collect();
+        let needed = step.threshold.max(1);
+        if (distinct.len() as i64) < needed {
+            return Err(VerifyError::Threshold {
+                step: step.name.clone(),
+                threshold: needed,
+                found: distinct.len(),
+                present,
+                ignored,
+            });
+        }
+        verified_by_step.push(verified);
+    }
+
+    // Then the sublayouts, in step order (the reference's
+    // `verify_sublayouts`), only once every step's links have passed their
+    // thresholds: a later step's missing link fails before a sublayout's
+    // inspection runs and leaves its files behind.
+    let mut links_by_step: Vec<Vec<VerifiedLink>> = Vec::with_capacity(layout.steps.len());
+    for (step, verified) in layout.steps.iter().zip(verified_by_step) {
+        let mut verified_links: Vec<VerifiedLink> = Vec::with_capacity(verified.len());
+        for (keyid, key, payload) in verified {
             let link = match payload {
                 Payload::Link(l) => l,
                 Payload::Layout(sub) => {
                     if key.keyid().as_str() != keyid {
                         return Err(VerifyError::SublayoutBySubkey {
                             step: step.name.clone(),
-                            keyid: keyid.clone(),
+                            keyid,
                         });
                     }
                     if depth + 1 > opts.max_sublayout_depth {
@@ -787,7 +844,7 @@ fn verify_chain(
                         layout: sub,
                         signed_by: vec![key.keyid().clone()],
                     };
-                    let sub_dir = subdir.join(format!("{}.{}", step.name, short(keyid)));
+                    let sub_dir = subdir.join(format!("{}.{}", step.name, short(&keyid)));
                     let (sub_links, _) =
                         verify_chain(&sub_verified, &sub_dir, cx, depth + 1, warnings)
                             .map_err(wrap)?;
@@ -799,20 +856,12 @@ fn verify_chain(
                 keyid: key.keyid().clone(),
             });
         }
-        for i in &ignored {
-            warnings.push(Warning::IgnoredLink(i.clone()));
-        }
-        let distinct: BTreeSet<&KeyId> = verified_links.iter().map(|l| &l.keyid).collect();
-        let needed = step.threshold.max(1);
-        if (distinct.len() as i64) < needed {
-            return Err(VerifyError::Threshold {
-                step: step.name.clone(),
-                threshold: needed,
-                found: distinct.len(),
-                present,
-                ignored,
-            });
-        }
+        links_by_step.push(verified_links);
+    }
+
+    // Command alignment, then the threshold constraints (links of a step
+    // agree), as the reference does after all sublayouts.
+    for (step, mut verified_links) in layout.steps.iter().zip(links_by_step) {
         for l in &verified_links {
             if !l.link.command_equals(&step.expected_command) {
                 warnings.push(Warning::CommandMismatch {
@@ -1035,47 +1084,419 @@ fn write_inspection_link(dir: &Path, link: &Link) -> Result<(), VerifyError> {
     f.set_len(len).map_err(wrap)
 }
 
-/// Python `str.format(**params)` over a string: `{name}` replaced, `{{`/`}}` escapes.
+/// Python `str.format(**params)` over a string, as the reference substitutes
+/// parameters in rules, commands and inspections (every value a `str`).
 fn format_one(s: &str, params: &BTreeMap<String, String>) -> Result<String, VerifyError> {
-    let mut out = String::new();
-    let mut it = s.chars().peekable();
-    while let Some(c) = it.next() {
-        match c {
-            '{' if it.peek() == Some(&'{') => {
-                it.next();
-                out.push('{');
-            }
-            '}' if it.peek() == Some(&'}') => {
-                it.next();
-                out.push('}');
-            }
-            '{' => {
-                let mut name = String::new();
-                loop {
-                    match it.next() {
-                        Some('}') => break,
-                        Some(c) => name.push(c),
-                        None => {
-                            return Err(VerifyError::Substitution(format!(
-                                "unclosed '{{' in {s:?}"
-                            )))
-                        }
-                    }
-                }
-                let v = params.get(&name).ok_or_else(|| {
-                    VerifyError::Substitution(format!(
-                        "{s:?} uses {{{name}}}, which no --param gives"
-                    ))
-                })?;
-                out.push_str(v);
-            }
-            '}' => {
-                return Err(VerifyError::Substitution(format!("single '}}' in {s:?}")));
-            }
-            c => out.push(c),
+    py_format(s, params, 2).map_err(|e| VerifyError::Substitution(format!("{s:?}: {e}")))
+}
+
+/// CPython's `build_string` (Objects/stringlib/unicode_format.h): literal
+/// text with `{{`/`}}` escapes and replacement fields
+/// `{name[index]...!conversion:spec}`; a spec holding `{` is itself
+/// formatted one level down (two levels in all, as Python allows).
+fn py_format(s: &str, params: &BTreeMap<String, String>, depth: u32) -> Result<String, String> {
+    if depth == 0 {
+        return Err("Max string recursion exceeded".into());
+    }
+    let chars: Vec<char> = s.chars().collect();
+    let n = chars.len();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < n {
+        let c = chars[i];
+        i += 1;
+        if c != '{' && c != '}' {
+            out.push(c);
+            continue;
         }
+        if i < n && chars[i] == c {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        if c == '}' {
+            return Err("Single '}' encountered in format string".into());
+        }
+        if i >= n {
+            return Err("Single '{' encountered in format string".into());
+        }
+        let (field, end) = parse_field(&chars, i)?;
+        i = end;
+        out.push_str(&render_field(&field, params, depth)?);
     }
     Ok(out)
+}
+
+/// One replacement field: its name (with index and attribute parts), its
+/// conversion character and its format spec.
+struct Field {
+    name: String,
+    conversion: Option<char>,
+    spec: String,
+}
+
+/// CPython's `parse_field`, from just after the field's `{`; returns the
+/// field and where the text after its closing `}` starts.
+fn parse_field(chars: &[char], start: usize) -> Result<(Field, usize), String> {
+    let n = chars.len();
+    let mut p = start;
+    let mut term = None;
+    while p < n {
+        let c = chars[p];
+        p += 1;
+        match c {
+            '{' => return Err("unexpected '{' in field name".into()),
+            // An index may hold `}`, `:` and `!`.
+            '[' => {
+                while p < n && chars[p] != ']' {
+                    p += 1;
+                }
+            }
+            '}' | ':' | '!' => {
+                term = Some(c);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let Some(term) = term else {
+        return Err("expected '}' before end of string".into());
+    };
+    let name: String = chars[start..p - 1].iter().collect();
+    let mut field = Field {
+        name,
+        conversion: None,
+        spec: String::new(),
+    };
+    if term == '}' {
+        return Ok((field, p));
+    }
+    if term == '!' {
+        if p >= n {
+            return Err("end of string while looking for conversion specifier".into());
+        }
+        field.conversion = Some(chars[p]);
+        p += 1;
+        if p < n {
+            let c = chars[p];
+            p += 1;
+            if c == '}' {
+                return Ok((field, p));
+            }
+            if c != ':' {
+                return Err("expected ':' after conversion specifier".into());
+            }
+        }
+    }
+    let spec_start = p;
+    let mut count = 1;
+    while p < n {
+        let c = chars[p];
+        p += 1;
+        if c == '{' {
+            count += 1;
+        } else if c == '}' {
+            count -= 1;
+            if count == 0 {
+                field.spec = chars[spec_start..p - 1].iter().collect();
+                return Ok((field, p));
+            }
+        }
+    }
+    Err("unmatched '{' in format spec".into())
+}
+
+/// Python's `get_integer` of the format machinery: ASCII digits (Python
+/// also takes other Unicode decimal digits) from `*p`; `None` if there are none.
+fn py_get_integer(chars: &[char], p: &mut usize) -> Result<Option<usize>, String> {
+    let mut acc: usize = 0;
+    let start = *p;
+    while let Some(d) = chars.get(*p).and_then(|c| c.to_digit(10)) {
+        let d = d as usize;
+        if acc > (isize::MAX as usize - d) / 10 {
+            return Err("Too many decimal digits in format string".into());
+        }
+        acc = acc * 10 + d;
+        *p += 1;
+    }
+    Ok((*p > start).then_some(acc))
+}
+
+/// The value of one field: the parameter, indexed, converted, then formatted.
+fn render_field(
+    field: &Field,
+    params: &BTreeMap<String, String>,
+    depth: u32,
+) -> Result<String, String> {
+    let name: Vec<char> = field.name.chars().collect();
+    let first_end = name
+        .iter()
+        .position(|&c| c == '.' || c == '[')
+        .unwrap_or(name.len());
+    let first: String = name[..first_end].iter().collect();
+    if first.chars().all(|c| c.is_ascii_digit()) {
+        // Empty (automatic numbering) or a number: a positional argument,
+        // and the reference passes none (IndexError).
+        return Err(format!(
+            "{{{}}} is a positional field, and parameters are only passed by name",
+            field.name
+        ));
+    }
+    let mut value: String = params
+        .get(&first)
+        .ok_or_else(|| format!("uses {{{first}}}, which no --param gives"))?
+        .clone();
+    let mut p = first_end;
+    while p < name.len() {
+        let c = name[p];
+        p += 1;
+        match c {
+            '.' => {
+                let at = p;
+                while p < name.len() && name[p] != '.' && name[p] != '[' {
+                    p += 1;
+                }
+                if p == at {
+                    return Err("Empty attribute in format string".into());
+                }
+                let attr: String = name[at..p].iter().collect();
+                return Err(format!(
+                    "attribute access `.{attr}` in {{{}}} is not supported (Python would \
+                     format an attribute of the str: a method's repr, which is not \
+                     deterministic, or an AttributeError)",
+                    field.name
+                ));
+            }
+            '[' => {
+                let at = p;
+                while p < name.len() && name[p] != ']' {
+                    p += 1;
+                }
+                if p >= name.len() {
+                    return Err("Missing ']' in format string".into());
+                }
+                let key = &name[at..p];
+                p += 1;
+                if key.is_empty() {
+                    return Err("Empty attribute in format string".into());
+                }
+                let mut q = 0;
+                let index = py_get_integer(key, &mut q)?;
+                let index = match index {
+                    Some(i) if q == key.len() => i,
+                    _ => return Err("string indices must be integers, not 'str'".into()),
+                };
+                value = value
+                    .chars()
+                    .nth(index)
+                    .ok_or("string index out of range")?
+                    .to_string();
+            }
+            _ => {
+                return Err("Only '.' or '[' may follow ']' in format field specifier".into());
+            }
+        }
+    }
+    let value = match field.conversion {
+        None | Some('s') => value,
+        Some('r') => py_repr(&value, false)?,
+        Some('a') => py_repr(&value, true)?,
+        Some(c) => return Err(format!("Unknown conversion specifier {c}")),
+    };
+    let spec = if field.spec.contains('{') {
+        py_format(&field.spec, params, depth - 1)?
+    } else {
+        field.spec.clone()
+    };
+    py_format_str(&value, &spec)
+}
+
+/// `repr(s)` (or `ascii(s)`) of a Python str. `repr` keeps printable
+/// non-ASCII characters, and which ones are printable needs Python's Unicode
+/// tables: a value with non-ASCII characters is refused under `!r`.
+fn py_repr(s: &str, ascii: bool) -> Result<String, String> {
+    use std::fmt::Write;
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push(quote);
+    for c in s.chars() {
+        let u = c as u32;
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            _ if u < 0x20 || u == 0x7f => {
+                let _ = write!(out, "\\x{u:02x}");
+            }
+            _ if u < 0x7f => out.push(c),
+            _ if !ascii => {
+                return Err(format!(
+                    "!r of a value with the non-ASCII character {c:?} is not supported \
+                     (use !a or no conversion)"
+                ))
+            }
+            _ if u <= 0xff => {
+                let _ = write!(out, "\\x{u:02x}");
+            }
+            _ if u <= 0xffff => {
+                let _ = write!(out, "\\u{u:04x}");
+            }
+            _ => {
+                let _ = write!(out, "\\U{u:08x}");
+            }
+        }
+    }
+    out.push(quote);
+    Ok(out)
+}
+
+/// The longest result a format spec's width may ask for (Python has no
+/// limit; a longer one is refused rather than allocated).
+const MAX_FORMAT_WIDTH: usize = 1 << 20;
+
+/// `format(value, spec)` for a Python str: CPython's
+/// `parse_internal_render_format_spec` (default type `s`, default alignment
+/// `<`) and `format_string_internal`, with their errors for what a str
+/// refuses (sign, `z`, `#`, `=` alignment, `,`/`_`, other types).
+fn py_format_str(value: &str, spec: &str) -> Result<String, String> {
+    if spec.is_empty() {
+        return Ok(value.to_owned());
+    }
+    let s: Vec<char> = spec.chars().collect();
+    let n = s.len();
+    let is_align = |c: char| matches!(c, '<' | '>' | '=' | '^');
+    let (mut fill, mut align, mut fill_given) = (' ', '<', false);
+    let mut p = 0;
+    if n >= 2 && is_align(s[1]) {
+        (fill, align, fill_given) = (s[0], s[1], true);
+        p = 2;
+    } else if n >= 1 && is_align(s[0]) {
+        align = s[0];
+        p = 1;
+    }
+    let mut sign = None;
+    if p < n && matches!(s[p], '+' | '-' | ' ') {
+        sign = Some(s[p]);
+        p += 1;
+    }
+    let no_neg_0 = p < n && s[p] == 'z';
+    if no_neg_0 {
+        p += 1;
+    }
+    let alternate = p < n && s[p] == '#';
+    if alternate {
+        p += 1;
+    }
+    // `0` before the width: fill with zeros (a str's default alignment
+    // stays `<`).
+    if !fill_given && p < n && s[p] == '0' {
+        fill = '0';
+        p += 1;
+    }
+    let width = py_get_integer(&s, &mut p)?;
+    let mut grouping = None;
+    if p < n && s[p] == ',' {
+        grouping = Some(',');
+        p += 1;
+    }
+    if p < n && s[p] == '_' {
+        if grouping.is_some() {
+            return Err("Cannot specify both ',' and '_'.".into());
+        }
+        grouping = Some('_');
+        p += 1;
+    }
+    if p < n && s[p] == ',' && grouping == Some('_') {
+        return Err("Cannot specify both ',' and '_'.".into());
+    }
+    let mut precision = None;
+    if p < n && s[p] == '.' {
+        p += 1;
+        precision = py_get_integer(&s, &mut p)?;
+        if precision.is_none() {
+            return Err("Format specifier missing precision".into());
+        }
+    }
+    if n - p > 1 {
+        return Err(format!(
+            "Invalid format specifier '{spec}' for object of type 'str'"
+        ));
+    }
+    let ty = if n - p == 1 { s[p] } else { 's' };
+    if let Some(g) = grouping {
+        let allowed = matches!(ty, 'd' | 'e' | 'f' | 'g' | 'E' | 'G' | '%' | 'F')
+            || (g == '_' && matches!(ty, 'b' | 'o' | 'x' | 'X'));
+        if !allowed {
+            return Err(format!("Cannot specify '{g}' with '{ty}'."));
+        }
+    }
+    if ty != 's' {
+        return Err(format!(
+            "Unknown format code '{ty}' for object of type 'str'"
+        ));
+    }
+    match sign {
+        Some(' ') => return Err("Space not allowed in string format specifier".into()),
+        Some(_) => return Err("Sign not allowed in string format specifier".into()),
+        None => {}
+    }
+    if no_neg_0 {
+        return Err("Negative zero coercion (z) not allowed in string format specifier".into());
+    }
+    if alternate {
+        return Err("Alternate form (#) not allowed in string format specifier".into());
+    }
+    if align == '=' {
+        return Err("'=' alignment not allowed in string format specifier".into());
+    }
+    let mut len = value.chars().count();
+    if let Some(pr) = precision {
+        len = len.min(pr);
+    }
+    let total = match width {
+        Some(w) if w > len => w,
+        _ => len,
+    };
+    if total > MAX_FORMAT_WIDTH {
+        return Err(format!(
+            "width {total} is more than totogate pads to ({MAX_FORMAT_WIDTH})"
+        ));
+    }
+    let lpad = match align {
+        '>' => total - len,
+        '^' => (total - len) / 2,
+        _ => 0,
+    };
+    let rpad = total - len - lpad;
+    let mut out = String::with_capacity(total);
+    out.extend(std::iter::repeat(fill).take(lpad));
+    out.extend(value.chars().take(len));
+    out.extend(std::iter::repeat(fill).take(rpad));
+    Ok(out)
+}
+
+/// The layout whose rules and commands a chain checks: parameters are
+/// substituted in the root layout only. The reference's `verify_sublayouts`
+/// calls `in_toto_verify` for a sublayout without `substitution_parameters`,
+/// so a sublayout's `{name}` stays as written (and `{{` stays doubled).
+fn substituted(
+    layout: &Layout,
+    params: Option<&BTreeMap<String, String>>,
+    depth: usize,
+) -> Result<Layout, VerifyError> {
+    match params {
+        Some(params) if depth == 0 => substitute(layout, params),
+        _ => Ok(layout.clone()),
+    }
 }
 
 fn substitute(layout: &Layout, params: &BTreeMap<String, String>) -> Result<Layout, VerifyError> {
@@ -1165,6 +1586,266 @@ mod tests {
             Err(VerifyError::BadStepName { .. })
         ));
         assert!(!d.path().join("escape.link").exists());
+    }
+
+    /// `s.format(**P)` in the reference's Python (3.11), with every value a
+    /// str: the results (and ValueError/TypeError messages) it gave.
+    #[test]
+    fn str_format_conversions_specs_and_indexing_as_python() {
+        let p: BTreeMap<String, String> = [
+            ("X", "src/a.txt"),
+            ("E", ""),
+            ("W", "5"),
+            ("U", "\u{e9}\u{200b}\u{7}'\""),
+            ("Q", "it's"),
+            ("F", "*"),
+            ("A", "<"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let cases: &[(&str, Result<&str, Option<&str>>)] = &[
+            ("{X}", Ok("src/a.txt")),
+            ("{X!s}", Ok("src/a.txt")),
+            ("{X!r}", Ok("'src/a.txt'")),
+            ("{X!a}", Ok("'src/a.txt'")),
+            ("{U!a}", Ok("'\\xe9\\u200b\\x07\\'\"'")),
+            ("{Q!r}", Ok("\"it's\"")),
+            ("{X!x}", Err(Some("Unknown conversion specifier x"))),
+            ("{X!}", Err(Some("unmatched '{' in format spec"))),
+            ("{X!s:}", Ok("src/a.txt")),
+            (
+                "{X!sx}",
+                Err(Some("expected ':' after conversion specifier")),
+            ),
+            ("{X:>12}", Ok("   src/a.txt")),
+            ("{X:*^14}", Ok("**src/a.txt***")),
+            ("{X:^14}", Ok("  src/a.txt   ")),
+            ("{X:<12}|", Ok("src/a.txt   |")),
+            ("{X:12}|", Ok("src/a.txt   |")),
+            ("{X:.3}", Ok("src")),
+            ("{X:12.3}|", Ok("src         |")),
+            ("{X:.0}", Ok("")),
+            ("{X:s}", Ok("src/a.txt")),
+            (
+                "{X:d}",
+                Err(Some("Unknown format code 'd' for object of type 'str'")),
+            ),
+            (
+                "{X:=12}",
+                Err(Some("'=' alignment not allowed in string format specifier")),
+            ),
+            (
+                "{X:+}",
+                Err(Some("Sign not allowed in string format specifier")),
+            ),
+            (
+                "{X:-}",
+                Err(Some("Sign not allowed in string format specifier")),
+            ),
+            (
+                "{X: }",
+                Err(Some("Space not allowed in string format specifier")),
+            ),
+            ("{X:,}", Err(Some("Cannot specify ',' with 's'."))),
+            ("{X:_}", Err(Some("Cannot specify '_' with 's'."))),
+            (
+                "{X:#}",
+                Err(Some(
+                    "Alternate form (#) not allowed in string format specifier",
+                )),
+            ),
+            ("{X:012}", Ok("src/a.txt000")),
+            ("{X:0>12}", Ok("000src/a.txt")),
+            (
+                "{X:z}",
+                Err(Some(
+                    "Negative zero coercion (z) not allowed in string format specifier",
+                )),
+            ),
+            ("{X:.}", Err(Some("Format specifier missing precision"))),
+            (
+                "{X:12x}",
+                Err(Some("Unknown format code 'x' for object of type 'str'")),
+            ),
+            ("{X:{W}}", Ok("src/a.txt")),
+            (
+                "{X:{F}^{W}0}",
+                Ok("********************src/a.txt*********************"),
+            ),
+            ("{X:{W}{A}}", Ok("src/a.txt")),
+            ("{X:{X:{W}}}", Err(Some("Max string recursion exceeded"))),
+            ("{X[0]}", Ok("s")),
+            (
+                "{X[-1]}",
+                Err(Some("string indices must be integers, not 'str'")),
+            ),
+            ("{X[100]}", Err(Some("string index out of range"))),
+            (
+                "{X[a]}",
+                Err(Some("string indices must be integers, not 'str'")),
+            ),
+            ("{X[]}", Err(Some("Empty attribute in format string"))),
+            (
+                "{X[0]x}",
+                Err(Some(
+                    "Only '.' or '[' may follow ']' in format field specifier",
+                )),
+            ),
+            ("{X[0][0]}", Ok("s")),
+            ("{X[0].y}", Err(None)), // AttributeError: 'str' object has no attribute 'y'
+            ("{X.}", Err(Some("Empty attribute in format string"))),
+            ("{}", Err(None)), // IndexError: Replacement index 0 out of range for positional args tuple
+            ("{0}", Err(None)), // IndexError: Replacement index 0 out of range for positional args tuple
+            ("{NOPE}", Err(None)), // KeyError: 'NOPE'
+            ("{X", Err(Some("expected '}' before end of string"))),
+            ("X}", Err(Some("Single '}' encountered in format string"))),
+            ("{X}}", Err(Some("Single '}' encountered in format string"))),
+            ("{{X}}", Ok("{X}")),
+            (
+                "{X[}]}",
+                Err(Some("string indices must be integers, not 'str'")),
+            ),
+            ("{X{}", Err(Some("unexpected '{' in field name"))),
+            ("{ X}", Err(None)), // KeyError: ' X'
+            (
+                "{X:{{}}}",
+                Err(Some(
+                    "Invalid format specifier '{}' for object of type 'str'",
+                )),
+            ),
+            ("{X:{W}.{W}}", Ok("src/a")),
+            ("{X:^}", Ok("src/a.txt")),
+            ("{X:é^12}", Ok("ésrc/a.txtéé")),
+            (
+                "{X:}}",
+                Err(Some("Single '}' encountered in format string")),
+            ),
+            (
+                "{X:>99999999999999999999}",
+                Err(Some("Too many decimal digits in format string")),
+            ),
+            (
+                "{X:%}",
+                Err(Some("Unknown format code '%' for object of type 'str'")),
+            ),
+            (
+                "{X:n}",
+                Err(Some("Unknown format code 'n' for object of type 'str'")),
+            ),
+            ("{E:>3}|{E}|", Ok("   ||")),
+            ("{U!a:>20}", Ok(" '\\xe9\\u200b\\x07\\'\"'")),
+            ("{Q!a}", Ok("\"it's\"")),
+            ("{X!r:^15}", Ok("  'src/a.txt'  ")),
+            ("{X!a:.4}", Ok("'src")),
+            ("{X[1]!r}", Ok("'r'")),
+            ("{X!s:{W}}", Ok("src/a.txt")),
+            ("{X:{E}}", Ok("src/a.txt")),
+            ("{X:0}", Ok("src/a.txt")),
+            ("{X:00}", Ok("src/a.txt")),
+            ("{X:>0}", Ok("src/a.txt")),
+            ("{X:-<3}", Ok("src/a.txt")),
+            (
+                "{X:<=}",
+                Err(Some("'=' alignment not allowed in string format specifier")),
+            ),
+            (
+                "{X:=}",
+                Err(Some("'=' alignment not allowed in string format specifier")),
+            ),
+            ("{X:x<}", Ok("src/a.txt")),
+            ("{X:<<5}", Ok("src/a.txt")),
+            (
+                "{X!",
+                Err(Some("end of string while looking for conversion specifier")),
+            ),
+            ("{X!s", Err(Some("unmatched '{' in format spec"))),
+            ("{X[0}", Err(Some("expected '}' before end of string"))),
+            ("{X[0]:{W}}", Ok("s    ")),
+            ("a{{b}}c{X}d", Ok("a{b}csrc/a.txtd")),
+            (
+                "{X:,d}",
+                Err(Some("Unknown format code 'd' for object of type 'str'")),
+            ),
+            (
+                "{X:_x}",
+                Err(Some("Unknown format code 'x' for object of type 'str'")),
+            ),
+            ("{X:,_}", Err(Some("Cannot specify both ',' and '_'."))),
+            ("{X:_,}", Err(Some("Cannot specify both ',' and '_'."))),
+            ("{X:>12.20}", Ok("   src/a.txt")),
+            ("{X:^12.4}", Ok("    src/    ")),
+        ];
+        for (s, want) in cases {
+            let got = py_format(s, &p, 2);
+            match (want, &got) {
+                (Ok(w), Ok(g)) => assert_eq!(g, w, "{s}"),
+                (Err(None), Err(_)) => {}
+                (Err(Some(w)), Err(g)) => assert!(g.contains(w), "{s}: {g} (Python: {w})"),
+                _ => panic!("{s}: {got:?}, Python: {want:?}"),
+            }
+        }
+        // Python gives `<built-in method upper of str object at 0x...>`.
+        let e = py_format("{X.upper}", &p, 2).unwrap_err();
+        assert!(e.contains("attribute access `.upper`"), "{e}");
+        // Python's repr keeps printable non-ASCII characters; not modelled.
+        assert!(py_format("{U!r}", &p, 2).is_err());
+        let e = format_one("{X:{W}0000000}", &p).unwrap_err();
+        assert!(e.to_string().contains("pads to"), "{e}");
+    }
+
+    /// The reference substitutes in the root layout only: its
+    /// `verify_sublayouts` calls `in_toto_verify` without
+    /// `substitution_parameters` (`in-toto-verify` passes, with `--param
+    /// BAD=out/app.bin`, a sublayout whose step has `DISALLOW {BAD}`, run
+    /// through the library as the CLI has no `--param`).
+    #[test]
+    fn parameters_are_substituted_in_the_root_layout_only() {
+        let layout = Layout {
+            expires: "2099-01-01T00:00:00Z".into(),
+            readme: String::new(),
+            keys: BTreeMap::new(),
+            steps: vec![crate::model::Step {
+                name: "test".into(),
+                expected_materials: vec![],
+                expected_products: vec![
+                    ArtifactRule::parse(vec!["DISALLOW".into(), "{BAD}".into()]).unwrap(),
+                    ArtifactRule::parse(vec!["ALLOW".into(), "{{x}}".into()]).unwrap(),
+                ],
+                pubkeys: vec![],
+                expected_command: vec!["make".into(), "{BAD}".into()],
+                threshold: 1,
+            }],
+            inspect: vec![],
+        };
+        let p: BTreeMap<String, String> = [("BAD".to_string(), "out/app.bin".to_string())].into();
+        let words = |l: &Layout| -> Vec<Vec<String>> {
+            let s = &l.steps[0];
+            let mut w: Vec<Vec<String>> = s
+                .expected_products
+                .iter()
+                .map(|r| r.words().to_vec())
+                .collect();
+            w.push(s.expected_command.clone());
+            w
+        };
+        let root = substituted(&layout, Some(&p), 0).unwrap();
+        assert_eq!(
+            words(&root),
+            [
+                vec!["DISALLOW", "out/app.bin"],
+                vec!["ALLOW", "{x}"],
+                vec!["make", "out/app.bin"]
+            ]
+        );
+        for depth in [1, 2] {
+            let sub = substituted(&layout, Some(&p), depth).unwrap();
+            assert_eq!(words(&sub), words(&layout));
+        }
+        assert_eq!(
+            words(&substituted(&layout, None, 0).unwrap()),
+            words(&layout)
+        );
     }
 
     #[test]

@@ -95,6 +95,18 @@ fn join(a: &str, b: &str) -> String {
     }
 }
 
+/// `os.path.join(a, b).replace("\\", "/")`, as the reference's MATCH builds
+/// the full source and destination paths when the rule has a prefix: every
+/// backslash of the result, the artifact's part included, becomes a slash.
+fn join_slashed(a: &str, b: &str) -> String {
+    let joined = join(a, b);
+    if joined.contains('\\') {
+        joined.replace('\\', "/")
+    } else {
+        joined
+    }
+}
+
 /// What an unmatched MATCH left behind, for the human explanation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatchMiss {
@@ -209,11 +221,8 @@ pub fn apply(
                 };
                 let mut dest = SortedLookup::new(dest);
                 let p = Pattern::new(pattern);
-                let nsp = if source_prefix.is_empty() || source_prefix.ends_with('/') {
-                    source_prefix.clone()
-                } else {
-                    format!("{source_prefix}/")
-                };
+                // `os.path.join(prefix, "").replace("\\", "/")`.
+                let nsp = join_slashed(source_prefix, "");
                 for (i, (a, hashes)) in entries.iter().enumerate() {
                     if !queued[i] {
                         continue;
@@ -227,7 +236,7 @@ pub fn apply(
                     let src: Cow<str> = if source_prefix.is_empty() {
                         Cow::Borrowed(rel)
                     } else {
-                        Cow::Owned(join(source_prefix, rel))
+                        Cow::Owned(join_slashed(source_prefix, rel))
                     };
                     // `src` is `a` itself unless an absolute `rel` made the
                     // join jump elsewhere.
@@ -253,7 +262,7 @@ pub fn apply(
                     let dst: Cow<str> = if dest_prefix.is_empty() {
                         Cow::Borrowed(rel)
                     } else {
-                        Cow::Owned(join(dest_prefix, rel))
+                        Cow::Owned(join_slashed(dest_prefix, rel))
                     };
                     match dest.get(&dst) {
                         Some(theirs) if theirs == ours => consumed.push(src_at),
@@ -398,6 +407,77 @@ mod tests {
         // MATCH against an unknown step consumes nothing, and is no error.
         let rules = [rule("MATCH * WITH PRODUCTS FROM nobody")];
         assert!(apply("s", Side::Products, &rules, &src, &links).is_ok());
+    }
+
+    /// The reference (verifylib.py `verify_match_rule`) turns every `\` into
+    /// `/` in the normalised source prefix and in the joined source and
+    /// destination paths, but only where the rule has that prefix.
+    #[test]
+    fn match_turns_backslashes_into_slashes_where_a_prefix_is_joined() {
+        let made = link(&[], &[("build/sub/a", "1")]);
+        let mut links = BTreeMap::new();
+        links.insert("make".to_string(), &made);
+        let used = link(&[("build/sub/a", "1")], &[]);
+        for r in [
+            r"MATCH * IN build\sub WITH PRODUCTS IN build/sub FROM make",
+            r"MATCH * IN build/sub WITH PRODUCTS IN build\sub FROM make",
+        ] {
+            let rules = [rule(r), rule("DISALLOW *")];
+            assert!(
+                apply("use", Side::Materials, &rules, &used, &links).is_ok(),
+                "{r}"
+            );
+        }
+        // A trailing backslash: `os.path.join` adds a `/` first, so the
+        // prefix becomes `build/sub//` and matches nothing.
+        let rules = [
+            rule(r"MATCH * IN build\sub\ WITH PRODUCTS IN build\sub\ FROM make"),
+            rule("DISALLOW *"),
+        ];
+        assert!(apply("use", Side::Materials, &rules, &used, &links).is_err());
+        // An artifact's own backslash: no prefix on the source side keeps
+        // it, the destination prefix's join turns it into a slash.
+        let made = link(&[], &[(r"out/a\b", "1"), ("out/a/b", "2")]);
+        links.insert("make".to_string(), &made);
+        let used = link(&[(r"a\b", "1")], &[]);
+        let rules = [
+            rule("MATCH * WITH PRODUCTS IN out FROM make"),
+            rule("DISALLOW *"),
+        ];
+        let err = apply("use", Side::Materials, &rules, &used, &links).unwrap_err();
+        assert!(matches!(err, RuleFailure::Disallowed { .. }), "{err}");
+        let made2 = link(&[], &[("out/a/b", "1")]);
+        links.insert("make".to_string(), &made2);
+        assert!(apply("use", Side::Materials, &rules, &used, &links).is_ok());
+        // On the source side the join names another artifact: the reference
+        // looks that one up (a KeyError when it is not there).
+        let made = link(&[], &[(r"a\b", "1")]);
+        links.insert("make".to_string(), &made);
+        let used = link(&[(r"src/a\b", "1")], &[]);
+        let rules = [
+            rule("MATCH * IN src WITH PRODUCTS FROM make"),
+            rule("DISALLOW *"),
+        ];
+        let err = apply("use", Side::Materials, &rules, &used, &links).unwrap_err();
+        match err {
+            RuleFailure::BadMatchPath { ref joined, .. } => assert_eq!(joined, "src/a/b"),
+            e => panic!("{e}"),
+        }
+        // ... and consumes that one when it is there with the same hashes
+        // as the destination's `a\b` (the backslash one stays queued).
+        let used = link(&[(r"src/a\b", "7"), ("src/a/b", "1")], &[]);
+        let rules = [rule("MATCH a?b IN src WITH PRODUCTS FROM make")];
+        assert!(apply("use", Side::Materials, &rules, &used, &links).is_ok());
+        let rules = [
+            rule("MATCH a?b IN src WITH PRODUCTS FROM make"),
+            rule("DISALLOW src/a/b"),
+        ];
+        assert!(apply("use", Side::Materials, &rules, &used, &links).is_ok());
+        let rules = [
+            rule("MATCH a?b IN src WITH PRODUCTS FROM make"),
+            rule(r"DISALLOW src/a\b"),
+        ];
+        assert!(apply("use", Side::Materials, &rules, &used, &links).is_err());
     }
 }
 

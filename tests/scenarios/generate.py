@@ -1345,6 +1345,84 @@ def _(s):
 # ---- found in review: verification and rules ----------------------------------
 
 
+# MATCH: the reference turns `\` into `/` in a rule's source prefix, in its
+# destination prefix and in the paths it joins with a prefix
+# (verifylib.py verify_match_rule).
+@scenario("match-backslash-source-prefix",
+          "MATCH * IN build\\sub WITH PRODUCTS IN build/sub FROM make: the reference reads the prefix as build/sub")
+def _(s):
+    two_step(s, [R("MATCH * IN build\\sub WITH PRODUCTS IN build/sub FROM make"), R("DISALLOW *")],
+             cmd1="mkdir -p build/sub && echo one > build/sub/a.txt", p1=["build"], m2=["build"])
+    s.finish("pass")
+
+
+@scenario("match-backslash-dest-prefix",
+          "MATCH * IN build/sub WITH PRODUCTS IN build\\sub FROM make: the reference reads the prefix as build/sub")
+def _(s):
+    two_step(s, [R("MATCH * IN build/sub WITH PRODUCTS IN build\\sub FROM make"), R("DISALLOW *")],
+             cmd1="mkdir -p build/sub && echo one > build/sub/a.txt", p1=["build"], m2=["build"])
+    s.finish("pass")
+
+
+def _rename_signed_artifact(s, step_name, key, section, old, new):
+    from in_toto.models.metadata import Metadata
+    p = s.link_path(step_name, key)
+    md = Metadata.load(p)
+    d = getattr(md.signed, section)
+    d[new] = d.pop(old)
+    md.signatures = []
+    md.create_signature(key.signer)
+    md.dump(p)
+
+
+@scenario("match-backslash-artifact-dest-join",
+          "signed links name out/a\\b.txt and a\\b.txt; MATCH * WITH PRODUCTS IN out FROM make looks up out/a/b.txt")
+def _(s):
+    two_step(s, [R("MATCH * WITH PRODUCTS IN out FROM make"), R("DISALLOW *")],
+             cmd1="mkdir -p out/a && echo one > out/a/b.txt", p1=["out"],
+             between=sh("mkdir -p a && cp out/a/b.txt a/b.txt"), m2=["a"])
+    bob = s.key("bob")
+    _rename_signed_artifact(s, "make", bob, "products", "out/a/b.txt", "out/a\\b.txt")
+    _rename_signed_artifact(s, "use", bob, "materials", "a/b.txt", "a\\b.txt")
+    s.finish("fail")
+
+
+@scenario("match-backslash-artifact-source-join",
+          "signed links name a\\b.txt and src/a\\b.txt; MATCH * IN src WITH PRODUCTS FROM make looks up src/a/b.txt (reference KeyError)")
+def _(s):
+    two_step(s, [R("MATCH * IN src WITH PRODUCTS FROM make"), R("DISALLOW *")],
+             cmd1="mkdir -p a && echo one > a/b.txt", p1=["a"],
+             between=sh("mkdir -p src/a && cp a/b.txt src/a/b.txt"), m2=["src"])
+    bob = s.key("bob")
+    _rename_signed_artifact(s, "make", bob, "products", "a/b.txt", "a\\b.txt")
+    _rename_signed_artifact(s, "use", bob, "materials", "src/a/b.txt", "src/a\\b.txt")
+    s.finish("fail")
+
+
+@scenario("non-gpg-key-subkeys-name-the-link",
+          "bob's ed25519 key dict in the layout lists a 'subkeys' entry; bob's link is named after the subkey id (the reference reads 'subkeys' of any key)")
+def _(s):
+    alice, bob = chain(s, {}, [dict(name="make", cmd="echo hi > a.txt", m=[], p=["a.txt"],
+                                     pr=[R("ALLOW *")])])
+    sub = "abcdef12" * 8
+    lay = Layout(steps=[step("make", bob, [], [R("ALLOW *")], "echo hi > a.txt")], inspect=[],
+                 keys={bob.keyid: dict(bob.pub, subkeys={sub: {}})})
+    lay.validate()
+    md = Metablock(signed=lay)
+    md.create_signature(alice.signer)
+    md.dump(os.path.join(s.dir, DEFAULT_LAYOUT))
+    os.rename(s.link_path("make", bob), os.path.join(s.links, f"make.{sub[:8]}.link"))
+    s.finish("pass")
+
+
+@scenario("sublayout-inspection-then-missing-link",
+          "as sublayout-inspection-changes-workdir, without the later root step package's link: the reference checks every step's links before it verifies a sublayout, so the sublayout's inspection never runs")
+def _(s):
+    _sublayout(s, "sub-inspection-writes")
+    os.remove(s.link_path("package", s.key("carl")))
+    s.finish("fail")
+
+
 # ---- found in review: signatures ------------------------------------------------
 
 def _resign_link_rsa_pss(s, step_name, keyname, salt_length):
