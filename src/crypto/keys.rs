@@ -506,8 +506,7 @@ fn pss_recover_salt_len(key: &rsa::RsaPublicKey, sig: &[u8]) -> Option<usize> {
     let (masked_db, rest) = em.split_at(em_len - h_len - 1);
     let h = &rest[..h_len];
     let mut db = masked_db.to_vec();
-    let mut counter = 0u32;
-    for chunk in db.chunks_mut(h_len) {
+    for (counter, chunk) in (0u32..).zip(db.chunks_mut(h_len)) {
         let mask = Sha256::new()
             .chain_update(h)
             .chain_update(counter.to_be_bytes())
@@ -515,7 +514,6 @@ fn pss_recover_salt_len(key: &rsa::RsaPublicKey, sig: &[u8]) -> Option<usize> {
         for (b, m) in chunk.iter_mut().zip(mask.iter()) {
             *b ^= m;
         }
-        counter += 1;
     }
     db[0] &= top_mask;
     let sep = db.iter().position(|&b| b != 0)?;
@@ -726,8 +724,6 @@ CwIDAQAB\n\
 -----END PUBLIC KEY-----\n\
 ";
     const RSA2048_SIGS: &[(&str, bool, &str)] = &[
-        ("-----BEGIN", public, "KEY-----"),
-        ("-----END", public, "KEY-----"),
         ("salt32", true, "55c4e01cb22fa3fc869080eb773bd805f77a701492103c489afe5b6036d42340a70baf221d535ff1bd9b9b1cd2265c907e03770f960d0929bd06e85dad282b331e40ff1c5d57e0daac8b4a0eed336736a17b269e03ef40ce7f7cd62a50bf7eb0d551f26f12b316d35382062e338563a569aa02ab51252b86c1c44fe2e9f1412bcbca9bf85061317cf47c2999017051475e00b9d02109c673e6c9db706eca7942fc0ea0416d48bcc51a82f4e090383f5d146b177f4ff9ab74039981493d27cd3d77fed847a62d275dfd2ebab8a75de098ad44ed94f31ba7f580cca0a2af6336a9797db1929e8f73021b8b6854d53059a992d8b4e7db0d021747bea3e61cc795bd"),
         ("salt0", true, "4a07981249bd3fd567a0ab279452dd02cd44ef6ff0cb1344b9089f8c2c9d9770b581dbcf822f52478748f9518a96b11a52551df1557e45eeea51dfda4a8a86ea69c3636647174b9fcd38392920b12d57e1d32f78dd9314c38dacad54dfda0feb6c6bf3136c02cae88ab348494af710dfb20188f38df5d26a40ce242bc8eb9d256f0937f5adeb7f945f2fbacbf8552ad55763a2cf7ba498840a6df0fa5a6368eacb9ba9f2b74c4b26616904e5d6f90c33585e9874b0f84754372f33d4daa6632a25cdc10ac91732402ab7aa9ee1224458850206c13d204fc2cb374b8a8132cdb70982d8daaf01f91d97eb195ce73b121240a40cb551495ddea4aed82b95e12ad6"),
         ("saltmax", true, "45f9e97113b1a1b5038a7bac1eea8612404bae21385e2a1df9d95c8d8bc02d0a4873092e053b1c9aa652b1361d9972bc9f40ce4548aaf73df8d4c5ae287550656c08cb74cd39f35670ac2c5372c3d4d5c98e16f84354723d3e876b62419fb80411313ba7be0d3cc77808229ff6f05c2bce051fb0e69722923cb22d4d5159f1ac292d9ac6c8ea51fb1aaa42928eaa490f670905db14c50c2b6fd040ce30a585e8e367ce816802e9d107884b12f82cf408b4e7219b2eb55ac42761b7661029b598bee341ee1b2bb88049beb541e9159fb027e44e7a130c94f9d38f1848fd3638656a1d95db43afe5a2b4f8712be2f6e08cb6b907a9d8dcc9a0c0a42ae5b4695c86"),

@@ -1478,9 +1478,9 @@ fn py_format_str(value: &str, spec: &str) -> Result<String, String> {
     };
     let rpad = total - len - lpad;
     let mut out = String::with_capacity(total);
-    out.extend(std::iter::repeat(fill).take(lpad));
+    out.extend(std::iter::repeat_n(fill, lpad));
     out.extend(value.chars().take(len));
-    out.extend(std::iter::repeat(fill).take(rpad));
+    out.extend(std::iter::repeat_n(fill, rpad));
     Ok(out)
 }
 
@@ -1815,6 +1815,7 @@ mod tests {
                 pubkeys: vec![],
                 expected_command: vec!["make".into(), "{BAD}".into()],
                 threshold: 1,
+                threshold_is_bool: false,
             }],
             inspect: vec![],
         };
