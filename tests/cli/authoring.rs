@@ -73,15 +73,16 @@ fn malformed_metadata_names_file_and_field() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
     ok(totogate().args(["keygen", "k"]).current_dir(p));
+    // The reference checks that `command` is a list (and nothing of `name`).
     write(
         &p.join("x.link"),
-        "{\"signed\": {\"_type\": \"link\", \"name\": 3}, \"signatures\": []}",
+        "{\"signed\": {\"_type\": \"link\", \"name\": \"s\", \"command\": \"x\"}, \"signatures\": []}",
     );
     usage_error(
         run(totogate()
             .args(["sign", "-f", "x.link", "-k", "k"])
             .current_dir(p)),
-        "signed.name",
+        "signed.command",
     );
     write(
         &p.join("y.link"),
