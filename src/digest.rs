@@ -369,7 +369,7 @@ pub fn record_cached(
         reuse: reuse_guard
             .as_ref()
             .map(|(cache, entries)| Reuse { cache, entries }),
-        remember: remember.is_some(),
+        remember: remember.map(|c| c.trusted_before),
         seen: Mutex::new(HashSet::new()),
         mangled: Mutex::new(Vec::new()),
         out: Mutex::new(Vec::new()),
@@ -476,10 +476,9 @@ pub fn record_cached(
         let stats = stats.into_inner().unwrap_or_else(|e| e.into_inner());
         let mut entries = cache.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.reserve(stats.len());
+        // The walk collected only files it may trust (see `hash_open`).
         for (k, h) in stats {
-            if cache.trusted(&k) {
-                entries.insert((k.dev, k.ino), (k, h));
-            }
+            entries.insert((k.dev, k.ino), (k, h));
         }
     }
     // One allocation of the exact size, then sorted and built into the map
@@ -593,8 +592,10 @@ struct Walk<'a> {
     opts: &'a RecordOptions,
     ex: Excluder,
     reuse: Option<Reuse<'a>>,
-    /// Collect each hashed file's identity into `stats`.
-    remember: bool,
+    /// Collect into `stats` the identity of each hashed file last changed
+    /// before this time (the cache's `trusted_before`): only those can be
+    /// reused.
+    remember: Option<i64>,
     /// Names after `--lstrip-paths`, to refuse collisions.
     seen: Mutex<HashSet<String>>,
     /// Artifact names made by turning `\\` into `/`, with the path each came
@@ -881,11 +882,13 @@ impl Walk<'_> {
     /// Hashes an open file, noting its identity if the walk remembers.
     ///
     /// Only a file on `trust_dev` (a file system whose stat shows every
-    /// write, see [`FsTraits`]) with no dirty page before it is read is
-    /// remembered. A page already dirty through a shared mapping can be
-    /// written again without the kernel noticing (so without moving ctime)
-    /// until it is written back; a clean page must fault first, and that
-    /// moves ctime.
+    /// write, see [`FsTraits`]), last changed before the cache's trust
+    /// horizon, with no dirty page before it is read is remembered. A page
+    /// already dirty through a shared mapping can be written again without
+    /// the kernel noticing (so without moving ctime) until it is written
+    /// back; a clean page must fault first, and that moves ctime. The stat
+    /// is taken before the read: any write after it moves ctime, so the
+    /// "after" snapshot then hashes the file again.
     fn hash_open(
         &self,
         f: &mut File,
@@ -893,17 +896,20 @@ impl Walk<'_> {
         short_read_is_eof: bool,
         trust_dev: Option<u64>,
     ) -> io::Result<HashDict> {
-        let clean = self.remember
-            && trust_dev.is_some()
-            && crate::sandbox::pagecache::page_cache_is_clean(f.as_fd());
+        // Fresh files (an unpacked package) are not asked about their pages:
+        // their ctime alone rules them out.
+        let remembered = match (self.remember, trust_dev) {
+            (Some(horizon), Some(dev)) => nix::sys::stat::fstat(&*f)
+                .ok()
+                .map(|st| StatKey::of(&st))
+                .filter(|k| k.dev == dev && k.ctime.0 < horizon)
+                .filter(|_| crate::sandbox::pagecache::page_cache_is_clean(f.as_fd())),
+            _ => None,
+        };
         let (algs, eol) = (&self.opts.algorithms, self.opts.normalize_line_endings);
         let h = hash_reader(f, algs, eol, short_read_is_eof)?;
-        if clean {
-            if let Ok(st) = nix::sys::stat::fstat(&*f) {
-                if Some(st.st_dev) == trust_dev {
-                    stats.push((StatKey::of(&st), h.clone()));
-                }
-            }
+        if let Some(k) = remembered {
+            stats.push((k, h.clone()));
         }
         Ok(h)
     }
@@ -1221,7 +1227,13 @@ mod tests {
             base_path: Some(d.path().to_path_buf()),
             ..Default::default()
         };
+        // `old` has been written back, `fresh` still has dirty pages: only
+        // `old` can be remembered (on a disk file system; on tmpfs nothing).
+        std::fs::File::open(&old).unwrap().sync_all().unwrap();
         let (first, _) = record_cached(&[".".into()], &opts, None, Some(&cache)).unwrap();
+        let on_disk = fs_traits(&open_dir(None, d.path().as_os_str().as_bytes(), true).unwrap())
+            .stat_shows_writes;
+        assert_eq!(cache.len(), usize::from(on_disk));
         // A rewrite moves ctime, so the cached hash is not reused.
         std::fs::write(&old, b"c").unwrap();
         let (second, _) = record_cached(&[".".into()], &opts, Some(&cache), None).unwrap();
