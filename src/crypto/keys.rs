@@ -385,6 +385,20 @@ impl PublicKey {
         }
     }
 
+    /// The ids this key lists as its subkeys, whatever its type: the
+    /// reference reads `key.get("subkeys", {})` of any key dict (a GPG key's
+    /// come from its parsed subkeys, another key's from the `subkeys` object
+    /// its dict carries along).
+    pub fn subkey_ids(&self) -> Vec<String> {
+        if let Some(g) = self.gpg() {
+            return g.subkey_ids().map(str::to_owned).collect();
+        }
+        match self.dict.get("subkeys") {
+            Some(Value::Object(m)) => m.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Whether a signature whose `keyid` is `sig_keyid` is this key's, as
     /// in-toto picks signatures: the key's own id, or one of its GPG subkeys'.
     pub fn matches_signature_keyid(&self, sig_keyid: &str) -> bool {
@@ -433,20 +447,31 @@ impl PublicKey {
             (Verifier::Rsa(k), _) => {
                 // The reference verifies with `PSS.AUTO`: any salt length the
                 // encoded message carries (OpenSSL recovers it from the
-                // position of the 0x01 separator). Recover it the same way,
-                // then let the crate check the signature with that length.
-                match pss_recover_salt_len(k, sig) {
-                    Some(salt_len) => {
-                        let vk = rsa::pss::VerifyingKey::<Sha256>::new_with_salt_len(
-                            k.clone(),
-                            salt_len,
-                        );
-                        rsa::pss::Signature::try_from(sig)
-                            .map(|s| vk.verify(msg, &s).is_ok())
-                            .unwrap_or(false)
+                // position of the 0x01 separator). The common case, a salt
+                // as long as the digest (what the reference signs with), is
+                // checked first with one RSA operation; otherwise the salt
+                // length is recovered as OpenSSL does and the crate checks
+                // the signature with it. Not first for a modulus of 8k+1
+                // bits, whose zero leading octet the crate does not check.
+                use rsa::traits::PublicKeyParts;
+                let vk = rsa::pss::VerifyingKey::<Sha256>::new(k.clone());
+                let digest_salt_ok = k.n().bits() % 8 != 1
+                    && rsa::pss::Signature::try_from(sig)
+                        .map(|s| vk.verify(msg, &s).is_ok())
+                        .unwrap_or(false);
+                digest_salt_ok
+                    || match pss_recover_salt_len(k, sig) {
+                        Some(salt_len) => {
+                            let vk = rsa::pss::VerifyingKey::<Sha256>::new_with_salt_len(
+                                k.clone(),
+                                salt_len,
+                            );
+                            rsa::pss::Signature::try_from(sig)
+                                .map(|s| vk.verify(msg, &s).is_ok())
+                                .unwrap_or(false)
+                        }
+                        None => false,
                     }
-                    None => false,
-                }
             }
             (Verifier::P256(k), _) => p256::ecdsa::DerSignature::from_bytes(sig)
                 .map(|s| k.verify(msg, &s).is_ok())

@@ -474,27 +474,12 @@ pub fn verify_with_layout(
     })
 }
 
-/// The ids a layout key dict lists under `subkeys`, whatever the key's
-/// type: the reference reads `key.get("subkeys", {})` of any key, both when
-/// it looks for link files and when it finds the key that must have signed
-/// one. (A GPG key's come from its parsed subkeys; another key's from the
-/// `subkeys` object its dict carries along.)
-fn subkey_ids(key: &PublicKey) -> Vec<String> {
-    if let Some(g) = key.gpg() {
-        return g.subkey_ids().map(str::to_owned).collect();
-    }
-    match key.to_dict().get("subkeys") {
-        Some(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
-        _ => Vec::new(),
-    }
-}
-
 /// The subkey ids of each key of the layout, by the key's id in `keys`.
 fn subkeys_by_key(layout: &Layout) -> BTreeMap<&str, Vec<String>> {
     layout
         .keys
         .iter()
-        .map(|(id, k)| (id.as_str(), subkey_ids(k)))
+        .map(|(id, k)| (id.as_str(), k.subkey_ids()))
         .filter(|(_, subs)| !subs.is_empty())
         .collect()
 }
