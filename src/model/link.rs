@@ -490,7 +490,10 @@ impl Link {
             }
             out.push(b'}');
         };
-        let mut out = Vec::with_capacity(1024 + self.artifact_text_len(4));
+        // 6 bytes of quotes and separators per artifact and per hash, as
+        // many as canonical JSON writes: one allocation, not a doubling of
+        // megabytes.
+        let mut out = Vec::with_capacity(1024 + self.artifact_text_len(6));
         out.extend_from_slice(b"{\"_type\":\"link\",\"byproducts\":");
         encode_into(&Value::Object(self.byproducts.clone()), &mut out)?;
         out.extend_from_slice(b",\"command\":");
@@ -541,17 +544,7 @@ impl Link {
         flush: &mut dyn FnMut(&mut String) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
         let mut artifacts = |m: &ArtifactMap, out: &mut String| -> std::io::Result<()> {
-            let mut c = PyContainer::object(out, style, depth + 1);
-            for (path, hashes) in m {
-                let mut h = PyContainer::object(c.key(path), style, depth + 2);
-                for (alg, digest) in hashes.iter() {
-                    write_py_str(&digest, h.key(alg));
-                }
-                h.end();
-                flush(c.text())?;
-            }
-            c.end();
-            Ok(())
+            write_py_artifacts(m, style, depth + 1, out, flush)
         };
         let mut c = PyContainer::object(out, style, depth);
         write_py_str("link", c.key("_type"));
@@ -609,6 +602,136 @@ impl Link {
             "byproducts": self.byproducts,
             "environment": self.environment,
         })
+    }
+}
+
+/// An artifact map as Python's `json.dumps` writes it as an object at
+/// `depth` (what [`PyContainer`] writes entry by entry), calling `flush`
+/// between blocks of entries.
+///
+/// The text of an inspection's link (two maps of every file of its
+/// directory) is written after the inspection, when nothing else is left to
+/// do: a large map is formatted in blocks on every core, each block straight
+/// from its entries, and the blocks are appended in order.
+fn write_py_artifacts(
+    m: &ArtifactMap,
+    style: PyStyle,
+    depth: usize,
+    out: &mut String,
+    flush: &mut dyn FnMut(&mut String) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    use rayon::prelude::*;
+    /// Entries per block (about 440 KB of text for SHA-256 entries).
+    const BLOCK: usize = 4096;
+    let entries = m.as_slice();
+    if entries.is_empty() {
+        out.push_str("{}");
+        return Ok(());
+    }
+    let f = PyFormat::new(style, depth);
+    out.push('{');
+    if entries.len() <= BLOCK {
+        f.entries(entries, true, out);
+        flush(out)?;
+    } else {
+        // Formatted a few blocks at a time (text in memory stays bounded).
+        let blocks: Vec<&[(String, HashDict)]> = entries.chunks(BLOCK).collect();
+        for (g, group) in blocks.chunks(8).enumerate() {
+            let texts: Vec<String> = group
+                .par_iter()
+                .enumerate()
+                .map(|(i, block)| {
+                    let mut s = String::with_capacity(
+                        block.iter().map(|(p, h)| p.len() + h.text_len(32)).sum(),
+                    );
+                    f.entries(block, g == 0 && i == 0, &mut s);
+                    s
+                })
+                .collect();
+            for t in texts {
+                out.push_str(&t);
+                flush(out)?;
+            }
+        }
+    }
+    out.push_str(&f.close);
+    Ok(())
+}
+
+/// The separators and indentation [`PyContainer`] writes around an artifact
+/// map's entries at one depth, precomputed.
+struct PyFormat {
+    /// Between two items.
+    item: &'static str,
+    /// Between a key and its value.
+    key: &'static str,
+    /// Before an artifact's path: a newline and its indentation.
+    entry: String,
+    /// Before an algorithm name inside an artifact's dict.
+    alg: String,
+    /// Closes an artifact's non-empty dict; `close` the map.
+    dict_close: String,
+    close: String,
+}
+
+impl PyFormat {
+    fn new(style: PyStyle, depth: usize) -> PyFormat {
+        let nl = |d: usize| match style {
+            PyStyle::Indent1 => format!("\n{}", " ".repeat(d)),
+            PyStyle::Default | PyStyle::Compact => String::new(),
+        };
+        PyFormat {
+            item: match style {
+                PyStyle::Default => ", ",
+                PyStyle::Indent1 | PyStyle::Compact => ",",
+            },
+            key: match style {
+                PyStyle::Compact => ":",
+                PyStyle::Indent1 | PyStyle::Default => ": ",
+            },
+            entry: nl(depth + 1),
+            alg: nl(depth + 2),
+            dict_close: format!("{}}}", nl(depth + 1)),
+            close: format!("{}}}", nl(depth)),
+        }
+    }
+
+    /// `entries`, each after the item separator unless `first` and it is
+    /// the first.
+    fn entries(&self, entries: &[(String, HashDict)], first: bool, out: &mut String) {
+        for (i, (path, hashes)) in entries.iter().enumerate() {
+            if i > 0 || !first {
+                out.push_str(self.item);
+            }
+            out.push_str(&self.entry);
+            write_py_str(path, out);
+            out.push_str(self.key);
+            out.push('{');
+            match &hashes.0 {
+                Repr::Sha256(d) => {
+                    out.push_str(&self.alg);
+                    out.push_str("\"sha256\"");
+                    out.push_str(self.key);
+                    out.push('"');
+                    out.push_str(Digest::bytes(d).as_str());
+                    out.push('"');
+                    out.push_str(&self.dict_close);
+                }
+                Repr::Text(v) if v.is_empty() => out.push('}'),
+                Repr::Text(v) => {
+                    for (j, (alg, digest)) in v.iter().enumerate() {
+                        if j > 0 {
+                            out.push_str(self.item);
+                        }
+                        out.push_str(&self.alg);
+                        write_py_str(alg, out);
+                        out.push_str(self.key);
+                        write_py_str(digest, out);
+                    }
+                    out.push_str(&self.dict_close);
+                }
+            }
+        }
     }
 }
 
@@ -781,6 +904,53 @@ mod tests {
         let sorted: ArtifactMap = m.clone().into_iter().collect();
         assert_eq!(sorted, m);
         assert!(ArtifactMap::new().is_empty());
+    }
+
+    /// The artifact maps are written block by block on several threads; the
+    /// text is what the general writer makes of [`Link::to_value`], in every
+    /// style, at every depth, and however many blocks there are.
+    #[test]
+    fn large_maps_write_as_the_value_writer_does() {
+        let hex = |i: usize| format!("{:064x}", i * 7919);
+        for n in [0, 1, 5, 4096, 4097, 9000, 40_000] {
+            let mut materials = Map::new();
+            let mut products = Map::new();
+            for i in 0..n {
+                let path = match i % 5 {
+                    0 => format!("src/d{i:05}/f \"q\"\\"),
+                    1 => format!("src/d{i:05}/caf\u{e9}\u{1f600}"),
+                    _ => format!("src/d{i:05}/f{i}"),
+                };
+                let hashes = match i % 7 {
+                    0 => json!({}),
+                    1 => json!({"sha256": hex(i), "sha512": "ab"}),
+                    2 => json!({"sha256": hex(i).to_uppercase()}),
+                    _ => json!({"sha256": hex(i)}),
+                };
+                materials.insert(path.clone(), hashes.clone());
+                if i % 3 != 0 {
+                    products.insert(path, hashes);
+                }
+            }
+            let v = json!({"_type": "link", "name": "check", "command": ["true"],
+                "materials": materials, "products": products,
+                "byproducts": {"return-value": 0}, "environment": {}});
+            let link = Link::from_value(&v, "x.link").unwrap();
+            for style in [PyStyle::Indent1, PyStyle::Default, PyStyle::Compact] {
+                for depth in [0, 1, 3] {
+                    let mut ours = String::new();
+                    link.write_py(style, depth, &mut ours);
+                    let mut general = String::new();
+                    write_py(&v, style, depth, &mut general);
+                    assert!(ours == general, "n = {n}, {style:?}, depth {depth}");
+                }
+            }
+            assert_eq!(
+                link.canonical_bytes().unwrap(),
+                crate::cjson::encode(&v).unwrap(),
+                "n = {n}"
+            );
+        }
     }
 
     /// The reference checks only that `command` is a list and nothing of
