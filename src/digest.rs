@@ -370,6 +370,7 @@ pub fn record_cached(
             .as_ref()
             .map(|(cache, entries)| Reuse { cache, entries }),
         remember: remember.map(|c| c.trusted_before),
+        remember_into: remember.filter(|_| reuse.is_none()),
         seen: Mutex::new(HashSet::new()),
         mangled: Mutex::new(Vec::new()),
         out: Mutex::new(Vec::new()),
@@ -472,7 +473,7 @@ pub fn record_cached(
     if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
         return Err(e);
     }
-    if let Some(cache) = remember {
+    if let (Some(cache), Some(_)) = (remember, reuse) {
         let stats = stats.into_inner().unwrap_or_else(|e| e.into_inner());
         let mut entries = cache.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.reserve(stats.len());
@@ -481,14 +482,22 @@ pub fn record_cached(
             entries.insert((k.dev, k.ino), (k, h));
         }
     }
-    // One allocation of the exact size, then sorted and built into the map
-    // (chunks arrive in no particular order).
-    let chunks = out.into_inner().unwrap_or_else(|e| e.into_inner());
+    // One allocation of the exact size, then sorted and built into the map.
+    // Chunks arrive in no particular order, each sorted: put in order of
+    // their first names, they are usually sorted as a whole already (a
+    // directory's files are split into chunks of consecutive names), and
+    // only otherwise (files beside subdirectories whose names sort between
+    // theirs) is everything sorted again.
+    let mut chunks = out.into_inner().unwrap_or_else(|e| e.into_inner());
+    chunks.retain(|c| !c.is_empty());
+    chunks.sort_unstable_by(|a, b| a[0].0.cmp(&b[0].0));
     let mut hashed = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
     for c in chunks {
         hashed.extend(c);
     }
-    hashed.par_sort_unstable_by(|a: &(String, HashDict), b| a.0.cmp(&b.0));
+    if !hashed.is_sorted_by(|a, b| a.0 <= b.0) {
+        hashed.par_sort_unstable_by(|a: &(String, HashDict), b| a.0.cmp(&b.0));
+    }
     refuse_collisions(&hashed, walk_mangled)?;
     // A path given twice (`src` and `src/a`) was hashed twice; keep one.
     hashed.dedup_by(|a, b| a.0 == b.0);
@@ -596,12 +605,15 @@ struct Walk<'a> {
     /// before this time (the cache's `trusted_before`): only those can be
     /// reused.
     remember: Option<i64>,
+    /// The cache remembered files go into as each chunk is done (when the
+    /// walk does not also read a cache, whose lock it holds).
+    remember_into: Option<&'a StatCache>,
     /// Names after `--lstrip-paths`, to refuse collisions.
     seen: Mutex<HashSet<String>>,
     /// Artifact names made by turning `\\` into `/`, with the path each came
     /// from, to refuse two files recorded under one name.
     mangled: Mutex<Vec<(String, String)>>,
-    /// Hashed files, one vector per directory chunk.
+    /// Hashed files, one vector per directory chunk, each in name order.
     out: Mutex<Vec<Vec<(String, HashDict)>>>,
     stats: Mutex<Vec<(StatKey, HashDict)>>,
     failed: Mutex<Option<DigestError>>,
@@ -625,16 +637,27 @@ impl Walk<'_> {
         }
     }
 
+    /// Adds a chunk of hashed files, `hashed` in name order.
     fn push(&self, hashed: Vec<(String, HashDict)>, stats: Vec<(StatKey, HashDict)>) {
         self.out
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(hashed);
-        if !stats.is_empty() {
-            self.stats
+        if stats.is_empty() {
+            return;
+        }
+        // The walk collected only files it may trust (see `hash_open`).
+        match self.remember_into {
+            Some(cache) => cache
+                .entries
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .extend(stats);
+                .extend(stats.into_iter().map(|(k, h)| ((k.dev, k.ino), (k, h)))),
+            None => self
+                .stats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(stats),
         }
     }
 
@@ -829,8 +852,11 @@ impl Walk<'_> {
             }
         }
         if !linked.is_empty() {
+            linked.sort_unstable_by(|a: &(String, HashDict), b| a.0.cmp(&b.0));
             self.push(linked, linked_stats);
         }
+        // Chunks of consecutive names (see `record_cached`).
+        files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let hash_some = |chunk: &mut [(String, CString)]| -> Result<(), DigestError> {
             let mut done = Vec::with_capacity(chunk.len());
             let mut stats = Vec::new();
@@ -1257,7 +1283,15 @@ mod tests {
     fn parallel_walk_equals_hashing_each_file() {
         let d = tempfile::tempdir().unwrap();
         let mut expected = BTreeMap::new();
-        for (dir, n) in [("many", 300), ("few", 3), ("few/deeper/still", 2)] {
+        // `many/f1.d/*` sort between `many/f1` and `many/f10`: chunks of
+        // different directories overlap, and the result must still be in
+        // name order.
+        for (dir, n) in [
+            ("many", 300),
+            ("few", 3),
+            ("few/deeper/still", 2),
+            ("many/f1.d", 2),
+        ] {
             std::fs::create_dir_all(d.path().join(dir)).unwrap();
             for i in 0..n {
                 let rel = format!("{dir}/f{i}");
@@ -1271,6 +1305,8 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(recorded(&opts, "sha256"), expected);
+        let (m, _) = record(&[".".into()], &opts).unwrap();
+        assert!(m.keys().eq(expected.keys()), "artifacts out of name order");
     }
 
     /// A file reached through two of the given paths (`d` and `d/a`) is one
