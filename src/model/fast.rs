@@ -26,17 +26,28 @@ use crate::json::{JsonLimits, StrictSeed};
 /// opaque fields get what is left of the cap, minus one to spare.
 const TYPED_LEVELS: usize = 4;
 
+/// Artifacts a document of `len` bytes could list in one map, about: an
+/// entry with a SHA-256 takes 80 bytes or more in any way a link is
+/// written. Each map's vector starts with room for these, rather than
+/// doubling from nothing: every doubling of a megabyte vector is a copy into
+/// fresh memory the kernel must first clear.
+fn artifacts_hint(len: usize) -> usize {
+    len / 100
+}
+
 /// A Metablock whose payload is a link: the link and the raw `signatures`.
 pub(super) fn metablock_link(bytes: &[u8], limits: JsonLimits) -> Option<(Link, Value)> {
     let depth = limits.max_depth.checked_sub(TYPED_LEVELS)?;
-    let (link, sigs) = parse(bytes, limits, MetablockSeed { depth })?;
+    let hint = artifacts_hint(bytes.len());
+    let (link, sigs) = parse(bytes, limits, MetablockSeed { depth, hint })?;
     Some((link?, sigs?))
 }
 
 /// A bare link document (a DSSE payload).
 pub(super) fn link(bytes: &[u8], limits: JsonLimits) -> Option<Link> {
     let depth = limits.max_depth.checked_sub(TYPED_LEVELS)?;
-    parse(bytes, limits, LinkSeed { depth })
+    let hint = artifacts_hint(bytes.len());
+    parse(bytes, limits, LinkSeed { depth, hint })
 }
 
 fn parse<T, S>(bytes: &[u8], limits: JsonLimits, seed: S) -> Option<T>
@@ -59,6 +70,7 @@ fn give_up<E: de::Error>(why: &str) -> E {
 /// `{"signatures": [...], "signed": {link}}`, each exactly once.
 struct MetablockSeed {
     depth: usize,
+    hint: usize,
 }
 
 impl<'de> DeserializeSeed<'de> for MetablockSeed {
@@ -78,7 +90,10 @@ impl<'de> Visitor<'de> for MetablockSeed {
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
                 "signed" if link.is_none() => {
-                    link = Some(map.next_value_seed(LinkSeed { depth: self.depth })?)
+                    link = Some(map.next_value_seed(LinkSeed {
+                        depth: self.depth,
+                        hint: self.hint,
+                    })?)
                 }
                 "signatures" if sigs.is_none() => {
                     sigs = Some(map.next_value_seed(StrictSeed::new(self.depth))?)
@@ -93,6 +108,8 @@ impl<'de> Visitor<'de> for MetablockSeed {
 /// The link object with all seven fields in-toto writes, nothing else.
 struct LinkSeed {
     depth: usize,
+    /// Room to make for each artifact map ([`artifacts_hint`]).
+    hint: usize,
 }
 
 impl<'de> DeserializeSeed<'de> for LinkSeed {
@@ -132,8 +149,8 @@ impl<'de> Visitor<'de> for LinkSeed {
                 }
                 1 => link.name = map.next_value()?,
                 2 => link.command = map.next_value()?,
-                3 => link.materials = map.next_value_seed(ArtifactsSeed)?,
-                4 => link.products = map.next_value_seed(ArtifactsSeed)?,
+                3 => link.materials = map.next_value_seed(ArtifactsSeed(self.hint))?,
+                4 => link.products = map.next_value_seed(ArtifactsSeed(self.hint))?,
                 _ => {
                     let Value::Object(m) = map.next_value_seed(StrictSeed::new(self.depth))? else {
                         return Err(give_up("opaque field is not an object"));
@@ -153,8 +170,8 @@ impl<'de> Visitor<'de> for LinkSeed {
     }
 }
 
-/// `{path: {alg: hex}}`, no path twice.
-struct ArtifactsSeed;
+/// `{path: {alg: hex}}`, no path twice; room for about this many.
+struct ArtifactsSeed(usize);
 
 impl<'de> DeserializeSeed<'de> for ArtifactsSeed {
     type Value = ArtifactMap;
@@ -169,7 +186,8 @@ impl<'de> Visitor<'de> for ArtifactsSeed {
         f.write_str("artifacts")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ArtifactMap, A::Error> {
-        let mut all: Vec<(String, HashDict)> = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        let mut all: Vec<(String, HashDict)> =
+            Vec::with_capacity(map.size_hint().unwrap_or(self.0));
         while let Some(path) = map.next_key::<String>()? {
             let hashes = map.next_value_seed(HashesSeed)?;
             all.push((path, hashes));

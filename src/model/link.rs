@@ -96,12 +96,16 @@ impl HashDict {
     fn write_canonical_entries(&self, out: &mut Vec<u8>) {
         match &self.0 {
             Repr::Sha256(d) => {
-                out.extend_from_slice(b"\"sha256\":\"");
-                for b in d {
-                    out.push(HEX_DIGITS[(b >> 4) as usize]);
-                    out.push(HEX_DIGITS[(b & 0x0f) as usize]);
+                // Built whole, then appended once (this runs for every
+                // artifact of every link whose signature is checked).
+                const HEAD: &[u8] = b"\"sha256\":\"";
+                let mut text = [b'"'; HEAD.len() + 65];
+                text[..HEAD.len()].copy_from_slice(HEAD);
+                for (pair, b) in text[HEAD.len()..].chunks_exact_mut(2).zip(d) {
+                    pair[0] = HEX_DIGITS[(b >> 4) as usize];
+                    pair[1] = HEX_DIGITS[(b & 0x0f) as usize];
                 }
-                out.push(b'"');
+                out.extend_from_slice(&text);
             }
             Repr::Text(v) => {
                 for (j, (alg, digest)) in v.iter().enumerate() {
