@@ -57,7 +57,9 @@ where
     if bytes.len() > limits.max_bytes {
         return None;
     }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+    // Checked as UTF-8 once, in bulk, rather than string by string.
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut de = serde_json::Deserializer::from_str(text);
     let v = seed.deserialize(&mut de).ok()?;
     de.end().ok()?;
     Some(v)
