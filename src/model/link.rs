@@ -538,8 +538,8 @@ impl Link {
     }
 
     /// [`Link::write_py`], calling `flush` with the text so far after each
-    /// artifact; it may write some out and drain it, so a large link goes
-    /// to a file in chunks rather than through one buffer as large.
+    /// block of artifacts; it may write some out and drain it, so a large
+    /// link goes to a file in chunks rather than through one buffer as large.
     pub fn write_py_flushing(
         &self,
         style: PyStyle,
@@ -673,8 +673,9 @@ struct PyFormat {
     entry: String,
     /// Before an algorithm name inside an artifact's dict.
     alg: String,
-    /// Closes an artifact's non-empty dict; `close` the map.
+    /// Closes an artifact's non-empty dict.
     dict_close: String,
+    /// Closes the map.
     close: String,
 }
 
