@@ -186,6 +186,12 @@ if [ -z "$ONLY" ] || [ "$ONLY" = b ]; then
     || die "cannot build benches/floor.c (apt-get install -y gcc libssl-dev)"
   (cd "$d/ws" && "$work/floor" .)
   bench b "$d" root.layout "floor (b): the inspection's file work alone, C" "$work/floor ."
+  # Both ratios to the floor: what the machine allows, in the same run.
+  jq -r '
+    (.results | map({(.command): .mean}) | add) as $m
+    | $m["floor (b): the inspection'"'"'s file work alone, C"] as $f
+    | "(b) totogate / floor: \($m["totogate verify (b)"] / $f * 100 | floor / 100)x; in-toto-verify / floor: \($m["in-toto-verify (b)"] / $f * 10 | floor / 10)x"' \
+    "results/b.json"
   # (b0) diagnostic: the same links without the inspection, to split the time
   # between loading/checking the 3 x 20,000-artifact links and the inspection.
   jq '.inspect = []' "$d/layout.json" > "$d/layout-noinsp.json"
