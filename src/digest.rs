@@ -335,7 +335,8 @@ impl Reuse<'_> {
 }
 
 /// [`record`], reusing hashes from `reuse` for unchanged files and
-/// remembering new ones in `remember`.
+/// remembering new ones in `remember` (another cache: `reuse` stays locked
+/// while the walk runs).
 ///
 /// Directories are walked in parallel, one task per directory, and files
 /// are opened relative to their directory's descriptor: no walker thread,
@@ -362,6 +363,12 @@ pub fn record_cached(
     };
     let ex = Excluder::new(&excludes)?;
     let base = opts.base_path.clone().unwrap_or_default();
+    if let (Some(a), Some(b)) = (reuse, remember) {
+        assert!(
+            !std::ptr::eq(a, b),
+            "a stat cache cannot be read and filled by one walk"
+        );
+    }
     let reuse_guard = reuse.map(|c| (c, c.entries.lock().unwrap_or_else(|e| e.into_inner())));
     let walk = Walk {
         opts,
@@ -369,12 +376,10 @@ pub fn record_cached(
         reuse: reuse_guard
             .as_ref()
             .map(|(cache, entries)| Reuse { cache, entries }),
-        remember: remember.map(|c| c.trusted_before),
-        remember_into: remember.filter(|_| reuse.is_none()),
+        remember,
         seen: Mutex::new(HashSet::new()),
         mangled: Mutex::new(Vec::new()),
         out: Mutex::new(Vec::new()),
-        stats: Mutex::new(Vec::new()),
         failed: Mutex::new(None),
         stop: AtomicBool::new(false),
     };
@@ -463,24 +468,13 @@ pub fn record_cached(
     let Walk {
         failed,
         out,
-        stats,
         mangled: walk_mangled,
         ..
     } = walk;
     let walk_mangled = walk_mangled.into_inner().unwrap_or_else(|e| e.into_inner());
-    // Unlocks `reuse` (it may be `remember` too).
     drop(reuse_guard);
     if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
         return Err(e);
-    }
-    if let (Some(cache), Some(_)) = (remember, reuse) {
-        let stats = stats.into_inner().unwrap_or_else(|e| e.into_inner());
-        let mut entries = cache.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.reserve(stats.len());
-        // The walk collected only files it may trust (see `hash_open`).
-        for (k, h) in stats {
-            entries.insert((k.dev, k.ino), (k, h));
-        }
     }
     // One allocation of the exact size, then sorted and built into the map.
     // Chunks arrive in no particular order, each sorted: put in order of
@@ -601,13 +595,9 @@ struct Walk<'a> {
     opts: &'a RecordOptions,
     ex: Excluder,
     reuse: Option<Reuse<'a>>,
-    /// Collect into `stats` the identity of each hashed file last changed
-    /// before this time (the cache's `trusted_before`): only those can be
-    /// reused.
-    remember: Option<i64>,
-    /// The cache remembered files go into as each chunk is done (when the
-    /// walk does not also read a cache, whose lock it holds).
-    remember_into: Option<&'a StatCache>,
+    /// The cache each hashed file it may trust goes into (last changed
+    /// before its `trusted_before`, see `hash_open`), as each chunk is done.
+    remember: Option<&'a StatCache>,
     /// Names after `--lstrip-paths`, to refuse collisions.
     seen: Mutex<HashSet<String>>,
     /// Artifact names made by turning `\\` into `/`, with the path each came
@@ -615,7 +605,6 @@ struct Walk<'a> {
     mangled: Mutex<Vec<(String, String)>>,
     /// Hashed files, one vector per directory chunk, each in name order.
     out: Mutex<Vec<Vec<(String, HashDict)>>>,
-    stats: Mutex<Vec<(StatKey, HashDict)>>,
     failed: Mutex<Option<DigestError>>,
     stop: AtomicBool,
 }
@@ -647,17 +636,12 @@ impl Walk<'_> {
             return;
         }
         // The walk collected only files it may trust (see `hash_open`).
-        match self.remember_into {
-            Some(cache) => cache
+        if let Some(cache) = self.remember {
+            cache
                 .entries
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .extend(stats.into_iter().map(|(k, h)| ((k.dev, k.ino), (k, h)))),
-            None => self
-                .stats
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend(stats),
+                .extend(stats.into_iter().map(|(k, h)| ((k.dev, k.ino), (k, h))));
         }
     }
 
@@ -925,10 +909,10 @@ impl Walk<'_> {
         // Fresh files (an unpacked package) are not asked about their pages:
         // their ctime alone rules them out.
         let remembered = match (self.remember, trust_dev) {
-            (Some(horizon), Some(dev)) => nix::sys::stat::fstat(&*f)
+            (Some(cache), Some(dev)) => nix::sys::stat::fstat(&*f)
                 .ok()
                 .map(|st| StatKey::of(&st))
-                .filter(|k| k.dev == dev && k.ctime.0 < horizon)
+                .filter(|k| k.dev == dev && cache.trusted(k))
                 .filter(|_| crate::sandbox::pagecache::page_cache_is_clean(f.as_fd())),
             _ => None,
         };
