@@ -454,24 +454,16 @@ impl PublicKey {
                 // the signature with it. Not first for a modulus of 8k+1
                 // bits, whose zero leading octet the crate does not check.
                 use rsa::traits::PublicKeyParts;
-                let vk = rsa::pss::VerifyingKey::<Sha256>::new(k.clone());
-                let digest_salt_ok = k.n().bits() % 8 != 1
-                    && rsa::pss::Signature::try_from(sig)
-                        .map(|s| vk.verify(msg, &s).is_ok())
-                        .unwrap_or(false);
-                digest_salt_ok
-                    || match pss_recover_salt_len(k, sig) {
-                        Some(salt_len) => {
-                            let vk = rsa::pss::VerifyingKey::<Sha256>::new_with_salt_len(
-                                k.clone(),
-                                salt_len,
-                            );
-                            rsa::pss::Signature::try_from(sig)
-                                .map(|s| vk.verify(msg, &s).is_ok())
-                                .unwrap_or(false)
-                        }
-                        None => false,
-                    }
+                let check = |vk: rsa::pss::VerifyingKey<Sha256>| {
+                    rsa::pss::Signature::try_from(sig).is_ok_and(|s| vk.verify(msg, &s).is_ok())
+                };
+                (k.n().bits() % 8 != 1 && check(rsa::pss::VerifyingKey::new(k.clone())))
+                    || pss_recover_salt_len(k, sig).is_some_and(|salt_len| {
+                        check(rsa::pss::VerifyingKey::new_with_salt_len(
+                            k.clone(),
+                            salt_len,
+                        ))
+                    })
             }
             (Verifier::P256(k), _) => p256::ecdsa::DerSignature::from_bytes(sig)
                 .map(|s| k.verify(msg, &s).is_ok())
