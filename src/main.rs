@@ -21,7 +21,12 @@ mod mirror_cmd;
 
 // Links with tens of thousands of artifacts make verification allocation-bound;
 // mimalloc was part of the change that took 20,000-artifact links from
-// 0.51 s to 0.26 s to verify (BENCHMARKS.md).
+// 0.51 s to 0.26 s to verify (BENCHMARKS.md). Its version 2 rather than 3:
+// both ask for transparent huge pages, and a fresh huge page is zeroed whole
+// on first touch, which was 13-20 % of verify (b)'s CPU here. Version 2 touches
+// fewer (peak RSS on (b) 52.6 against 68.4 MB) and was as fast or faster on
+// every case of benches/verify.sh, start-up most (empty layout 3.1 against
+// 4.0 ms).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
