@@ -5,7 +5,7 @@
 //! escaped (control characters pass through unescaped), integers in decimal,
 //! and no floats at all. `olpc-cjson` escapes differently, so it is not used.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CanonicalError {
@@ -34,32 +34,42 @@ fn write(value: &Value, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
         Value::Bool(false) => out.extend_from_slice(b"false"),
         Value::Number(n) => write_number(&n.to_string(), out)?,
         Value::String(s) => write_str(s, out),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write(item, out)?;
-            }
-            out.push(b']');
-        }
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            // Rust orders `str` by UTF-8 bytes, which is code point order, as Python's `sorted`.
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(k, out);
-                out.push(b':');
-                write(v, out)?;
-            }
-            out.push(b'}');
-        }
+        Value::Array(items) => write_array(items, out)?,
+        Value::Object(map) => write_object(map, out)?,
     }
+    Ok(())
+}
+
+/// Appends the canonical bytes of a JSON array of `items` (without building
+/// a [`Value`] around a borrowed slice).
+pub fn write_array(items: &[Value], out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write(item, out)?;
+    }
+    out.push(b']');
+    Ok(())
+}
+
+/// Appends the canonical bytes of a JSON object (without building a
+/// [`Value`] around a borrowed map).
+pub fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+    let mut entries: Vec<_> = map.iter().collect();
+    // Rust orders `str` by UTF-8 bytes, which is code point order, as Python's `sorted`.
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(k, out);
+        out.push(b':');
+        write(v, out)?;
+    }
+    out.push(b'}');
     Ok(())
 }
 

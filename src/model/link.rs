@@ -480,7 +480,7 @@ impl Link {
     /// fields (links can list tens of thousands of artifacts; the maps are
     /// already in code point order).
     pub fn canonical_bytes(&self) -> Result<Vec<u8>, crate::cjson::CanonicalError> {
-        use crate::cjson::{encode_into, write_str};
+        use crate::cjson::{encode_into, write_array, write_object, write_str};
         let artifacts = |m: &ArtifactMap, out: &mut Vec<u8>| {
             out.push(b'{');
             for (i, (path, hashes)) in m.iter().enumerate() {
@@ -499,10 +499,10 @@ impl Link {
         // megabytes.
         let mut out = Vec::with_capacity(1024 + self.artifact_text_len(6));
         out.extend_from_slice(b"{\"_type\":\"link\",\"byproducts\":");
-        encode_into(&Value::Object(self.byproducts.clone()), &mut out)?;
+        write_object(&self.byproducts, &mut out)?;
         out.extend_from_slice(b",\"command\":");
         match &self.odd {
-            Some(o) => encode_into(&Value::Array(o.command.clone()), &mut out)?,
+            Some(o) => write_array(&o.command, &mut out)?,
             None => {
                 out.push(b'[');
                 for (i, c) in self.command.iter().enumerate() {
@@ -515,7 +515,7 @@ impl Link {
             }
         }
         out.extend_from_slice(b",\"environment\":");
-        encode_into(&Value::Object(self.environment.clone()), &mut out)?;
+        write_object(&self.environment, &mut out)?;
         out.extend_from_slice(b",\"materials\":");
         artifacts(&self.materials, &mut out);
         out.extend_from_slice(b",\"name\":");
@@ -956,6 +956,28 @@ mod tests {
                 "n = {n}"
             );
         }
+    }
+
+    /// Byproducts and environment are encoded from the link's own maps:
+    /// keys sorted at every depth, only `"` and `\` escaped, a float refused.
+    #[test]
+    fn opaque_fields_encode_canonically() {
+        let v = json!({"_type": "link", "name": "make", "command": [],
+            "materials": {}, "products": {},
+            "byproducts": {"stdout": "é\"\\", "b": [1, {"z": null, "a": true}], "return-value": 0},
+            "environment": {"z": {}, "a": ["x"]}});
+        let link = Link::from_value(&v, "link").unwrap();
+        let expected = r#"{"_type":"link","byproducts":{"b":[1,{"a":true,"z":null}],"return-value":0,"stdout":"é\"\\"},"command":[],"environment":{"a":["x"],"z":{}},"materials":{},"name":"make","products":{}}"#;
+        assert_eq!(
+            String::from_utf8(link.canonical_bytes().unwrap()).unwrap(),
+            expected
+        );
+        let mut float = v.clone();
+        float["environment"]["a"] = json!([0.5]);
+        assert!(Link::from_value(&float, "link")
+            .unwrap()
+            .canonical_bytes()
+            .is_err());
     }
 
     /// The reference checks only that `command` is a list and nothing of
