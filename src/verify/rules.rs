@@ -138,6 +138,7 @@ pub fn apply(
     let entries = source.as_slice();
     let mut queued: Vec<bool> = vec![true; entries.len()];
     let index_of = |name: &str| source.position(name).ok();
+    let lookup = SortedLookup::new;
     let mut misses: Vec<MatchMiss> = Vec::new();
     for rule in rules {
         // Indices this rule consumes (applied after it has seen the whole
@@ -151,25 +152,30 @@ pub fn apply(
         };
         match rule.kind() {
             RuleKind::Allow(p) => consumed = matching(p, &queued),
+            // The candidates come in name order, so both sides are looked
+            // up by walking forward rather than by a search each.
             RuleKind::Create(p) => {
                 consumed = matching(p, &queued);
+                let (mut m, mut p) = (lookup(&link.materials), lookup(&link.products));
                 consumed.retain(|&i| {
                     let a = &entries[i].0;
-                    link.products.contains_key(a) && !link.materials.contains_key(a)
+                    p.get(a).is_some() && m.get(a).is_none()
                 });
             }
             RuleKind::Delete(p) => {
                 consumed = matching(p, &queued);
+                let (mut m, mut p) = (lookup(&link.materials), lookup(&link.products));
                 consumed.retain(|&i| {
                     let a = &entries[i].0;
-                    link.materials.contains_key(a) && !link.products.contains_key(a)
+                    m.get(a).is_some() && p.get(a).is_none()
                 });
             }
             RuleKind::Modify(p) => {
                 consumed = matching(p, &queued);
+                let (mut m, mut p) = (lookup(&link.materials), lookup(&link.products));
                 consumed.retain(|&i| {
                     let a = &entries[i].0;
-                    match (link.materials.get(a), link.products.get(a)) {
+                    match (m.get(a), p.get(a)) {
                         (Some(m), Some(p)) => m != p,
                         _ => false,
                     }
@@ -219,7 +225,7 @@ pub fn apply(
                     DestType::Materials => &dest_link.materials,
                     DestType::Products => &dest_link.products,
                 };
-                let mut dest = SortedLookup::new(dest);
+                let mut dest = lookup(dest);
                 let p = Pattern::new(pattern);
                 // `os.path.join(prefix, "").replace("\\", "/")`.
                 let nsp = join_slashed(source_prefix, "");
