@@ -383,5 +383,14 @@ mod tests {
             ..JsonLimits::default()
         };
         assert!(metablock_link(ok.as_bytes(), tight).is_none());
+        // A byte that is not UTF-8 inside a name: the document leaves the
+        // fast path whole (UTF-8 is checked once, up front) and the general
+        // parser refuses it, by either entry point.
+        let mut not_utf8 = ok.as_bytes().to_vec();
+        let at = ok.find(r#""a": {"#).unwrap() + 1;
+        not_utf8[at] = 0xff;
+        assert!(metablock_link(&not_utf8, JsonLimits::default()).is_none());
+        assert!(Envelope::parse(&not_utf8, JsonLimits::default()).is_err());
+        assert!(Envelope::parse_owned(not_utf8, JsonLimits::default()).is_err());
     }
 }
