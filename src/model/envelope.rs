@@ -128,8 +128,10 @@ impl Envelope {
         Envelope::parse_general(bytes, limits)
     }
 
-    /// [`Envelope::parse`] through a `Value` tree, for every kind of document.
-    pub(crate) fn parse_general(bytes: &[u8], limits: JsonLimits) -> Result<Envelope, FormatError> {
+    /// [`Envelope::parse`] through a `Value` tree, for every kind of document:
+    /// without the fast path for links, which must agree with it (the
+    /// `fast_path` fuzz target and this module's tests compare the two).
+    pub fn parse_general(bytes: &[u8], limits: JsonLimits) -> Result<Envelope, FormatError> {
         let doc = parse_strict(bytes, limits)
             .map_err(|e| err("(document)", Problem::BadPayload(e.to_string())))?;
         let Value::Object(top) = &doc else {

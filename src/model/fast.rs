@@ -286,7 +286,13 @@ mod tests {
 
     /// The metadata files under testdata whose names pass `keep`, read.
     fn testdata(keep: impl Fn(&str) -> bool) -> Vec<(String, Vec<u8>)> {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        files_under("testdata", keep)
+    }
+
+    /// The files under `dir` (relative to the crate) whose names pass
+    /// `keep`, read.
+    fn files_under(dir: &str, keep: impl Fn(&str) -> bool) -> Vec<(String, Vec<u8>)> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
         walkdir::WalkDir::new(&root)
             .into_iter()
             .map(Result::unwrap)
@@ -322,6 +328,31 @@ mod tests {
             }
         }
         assert!(taken > 5, "only {taken} links took the fast path");
+    }
+
+    /// The `fast_path` fuzz target's property, on every metadata file in
+    /// the test data and every fuzz seed: `parse` (fast path first) and
+    /// `parse_general` accept the same documents with the same envelope,
+    /// and refuse the same ones with the same message.
+    #[test]
+    fn parse_agrees_with_the_general_parser_on_every_file() {
+        let mut files = testdata(|name| name.contains(".link") || name.contains("layout"));
+        files.extend(files_under("fuzz/corpus", |_| true));
+        assert!(files.len() > 30, "only {} files", files.len());
+        let limits = JsonLimits::default();
+        let mut accepted = 0;
+        for (at, bytes) in files {
+            match (Envelope::parse(&bytes, limits), slow(&bytes)) {
+                (Ok(a), Ok(b)) => {
+                    accepted += 1;
+                    assert_eq!(a.kind(), b.kind(), "{at}");
+                    assert_same(&a, &b, &at);
+                }
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{at}"),
+                (a, b) => panic!("{at}: parse {:?}, parse_general {:?}", a.is_ok(), b.is_ok()),
+            }
+        }
+        assert!(accepted > 10, "only {accepted} files parse");
     }
 
     /// Every metadata file in the test data, hostile ones included:
