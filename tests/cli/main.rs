@@ -6,6 +6,7 @@ mod authoring;
 mod check;
 mod check_policy;
 mod common;
+mod fnmatch;
 mod gpg;
 mod hostile;
 mod interop;
