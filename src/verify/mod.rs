@@ -1073,7 +1073,13 @@ fn write_inspection_link(dir: &Path, link: &Link) -> Result<(), VerifyError> {
 /// Python `str.format(**params)` over a string, as the reference substitutes
 /// parameters in rules, commands and inspections (every value a `str`).
 fn format_one(s: &str, params: &BTreeMap<String, String>) -> Result<String, VerifyError> {
-    py_format(s, params, 2).map_err(|e| VerifyError::Substitution(format!("{s:?}: {e}")))
+    str_format(s, params).map_err(|e| VerifyError::Substitution(format!("{s:?}: {e}")))
+}
+
+/// Python's `template.format(**params)` with every value a `str`; `Err`
+/// says why Python would raise (or why this cannot do what it would).
+pub fn str_format(template: &str, params: &BTreeMap<String, String>) -> Result<String, String> {
+    py_format(template, params, 2)
 }
 
 /// CPython's `build_string` (Objects/stringlib/unicode_format.h): literal

@@ -7,6 +7,7 @@ mod check;
 mod check_policy;
 mod common;
 mod fnmatch;
+mod format;
 mod gpg;
 mod hostile;
 mod interop;
