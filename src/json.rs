@@ -169,7 +169,7 @@ pub fn write_py(value: &Value, style: PyStyle, depth: usize, out: &mut String) {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::Number(n) => write_py_number(&n.to_string(), out),
         Value::String(s) => write_py_str(s, out),
         Value::Array(items) => {
             let mut c = PyContainer::array(out, style, depth);
@@ -268,6 +268,68 @@ impl<'o> PyContainer<'o> {
     }
 }
 
+/// A JSON number as Python writes what `json.loads` made of it. A spelling
+/// without a fraction or exponent is an `int`, written in decimal (`-0` is
+/// `0`); any other is a `float`, written as `float.__repr__` does: the
+/// shortest digits that read back to the same double, in positional form
+/// from 1e-4 up to (not including) 1e16 with `.0` on a whole number, in
+/// exponent form (`1e-05`, `1.5e+16`) outside, and `Infinity`/`-Infinity`
+/// for a spelling too large for a double.
+fn write_py_number(text: &str, out: &mut String) {
+    if !text.contains(['.', 'e', 'E']) {
+        out.push_str(if text == "-0" { "0" } else { text });
+        return;
+    }
+    // Rust reads decimal text correctly rounded, as Python does, and prints
+    // the shortest digits that read back the same.
+    let x: f64 = text.parse().unwrap_or(f64::NAN);
+    if x.is_infinite() {
+        out.push_str(if x > 0.0 { "Infinity" } else { "-Infinity" });
+        return;
+    }
+    if x.is_nan() {
+        // Not a spelling JSON allows: write it as it came.
+        out.push_str(text);
+        return;
+    }
+    let sci = format!("{:e}", x.abs());
+    let (mantissa, exp) = sci.split_once('e').expect("`{:e}` writes an exponent");
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let exp: i32 = exp.parse().expect("`{:e}` writes a decimal exponent");
+    if x.is_sign_negative() {
+        out.push('-');
+    }
+    // Python's `format_float_short` for repr: the decimal point sits after
+    // `decpt` digits.
+    let decpt = exp + 1;
+    if (-3..=16).contains(&decpt) {
+        if decpt <= 0 {
+            out.push_str("0.");
+            out.extend(std::iter::repeat_n('0', (-decpt) as usize));
+            out.push_str(&digits);
+        } else {
+            let d = decpt as usize;
+            if d < digits.len() {
+                out.push_str(&digits[..d]);
+                out.push('.');
+                out.push_str(&digits[d..]);
+            } else {
+                out.push_str(&digits);
+                out.extend(std::iter::repeat_n('0', d - digits.len()));
+                out.push_str(".0");
+            }
+        }
+    } else {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let e = decpt - 1;
+        out.push_str(&format!("e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs()));
+    }
+}
+
 /// Python's `json` ASCII encoder: escapes `"`, `\`, the short control escapes,
 /// and every character outside `' '..='~'` as `\uXXXX` (UTF-16 surrogate pairs
 /// above U+FFFF).
@@ -306,6 +368,44 @@ pub fn write_py_str(s: &str, out: &mut String) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Numbers as Python's `json.dumps(json.loads(text))` writes them
+    /// (each pair checked against CPython 3.11): integers as spelled (`-0`
+    /// as `0`), floats as `repr` writes them.
+    #[test]
+    fn numbers_are_written_as_python_reads_and_writes_them() {
+        for (text, python) in [
+            ("0", "0"),
+            ("-0", "0"),
+            ("-17", "-17"),
+            (
+                "123456789012345678901234567890",
+                "123456789012345678901234567890",
+            ),
+            ("0.0", "0.0"),
+            ("-0.0", "-0.0"),
+            ("1.50", "1.5"),
+            ("100.0", "100.0"),
+            ("1E5", "100000.0"),
+            ("1e-4", "0.0001"),
+            ("1e-5", "1e-05"),
+            ("0.00012", "0.00012"),
+            ("1e15", "1000000000000000.0"),
+            ("1e16", "1e+16"),
+            ("12345678901234567890.5", "1.2345678901234567e+19"),
+            ("2.5e+10", "25000000000.0"),
+            ("1e22", "1e+22"),
+            ("5e-324", "5e-324"),
+            ("1.7976931348623157e308", "1.7976931348623157e+308"),
+            ("3.141592653589793238", "3.141592653589793"),
+            ("1e400", "Infinity"),
+            ("-1e400", "-Infinity"),
+            ("1e-400", "0.0"),
+        ] {
+            let v = parse_strict(text.as_bytes(), JsonLimits::default()).unwrap();
+            assert_eq!(to_python_json(&v, PyStyle::Compact), python, "{text}");
+        }
+    }
 
     #[test]
     fn duplicate_keys_are_refused() {

@@ -12,5 +12,6 @@ mod gpg;
 mod hostile;
 mod interop;
 mod mirror;
+mod pyjson;
 mod sample;
 mod scenarios;
