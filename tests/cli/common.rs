@@ -164,3 +164,42 @@ impl Drop for Server {
         }
     }
 }
+
+/// A fixed, reproducible random sequence for the differential tests that
+/// draw their inputs (splitmix64; no dependency).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// A number below `n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    /// One of `from`.
+    pub fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[self.below(from.len())]
+    }
+    /// Up to `max_len` characters of `alphabet`.
+    pub fn text(&mut self, alphabet: &[char], max_len: usize) -> String {
+        let len = self.below(max_len + 1);
+        (0..len)
+            .map(|_| alphabet[self.below(alphabet.len())])
+            .collect()
+    }
+    /// One of each of `parts`, each with probability one in two.
+    pub fn some(&mut self, parts: &[&[&str]]) -> String {
+        let mut out = String::new();
+        for p in parts {
+            if self.below(2) == 0 {
+                out += self.pick(p);
+            }
+        }
+        out
+    }
+}

@@ -15,35 +15,6 @@ use std::collections::BTreeMap;
 
 use super::common::*;
 
-/// splitmix64: a fixed, reproducible sequence without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-        from[self.below(from.len())]
-    }
-    /// Each of `parts`, with probability one in two.
-    fn some(&mut self, parts: &[&[&str]]) -> String {
-        let mut out = String::new();
-        for p in parts {
-            if self.below(2) == 0 {
-                out += self.pick(p);
-            }
-        }
-        out
-    }
-}
-
 /// One replacement field (or, now and then, a malformed one).
 fn field(rng: &mut Rng, ascii_only: bool) -> String {
     let names: &[&str] = if ascii_only {

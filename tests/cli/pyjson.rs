@@ -9,22 +9,6 @@
 use super::common::*;
 use totogate::json::{parse_strict, to_python_json, JsonLimits, PyStyle};
 
-/// splitmix64: a fixed, reproducible sequence without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// A JSON string literal, as a document may spell it.
 fn string(rng: &mut Rng) -> String {
     const PIECES: &[&str] = &[
