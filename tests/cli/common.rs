@@ -203,3 +203,27 @@ impl Rng {
         out
     }
 }
+
+/// Runs `script` in the reference venv's Python with the path of a file
+/// holding `input` as JSON (`sys.argv[1]`), and reads what it prints as JSON.
+pub fn python_answers<T: serde::de::DeserializeOwned>(
+    script: &str,
+    input: &impl serde::Serialize,
+) -> T {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("input.json");
+    std::fs::write(&path, serde_json::to_vec(input).unwrap()).unwrap();
+    let out = ok(oracle_python().arg("-c").arg(script).arg(&path));
+    serde_json::from_slice(&out.stdout).expect("the script prints JSON")
+}
+
+/// Fails, showing the first few, if any of `total` inputs got an answer
+/// other than the reference's.
+pub fn assert_none_differ(differ: &[String], total: usize, what: &str) {
+    assert!(
+        differ.is_empty(),
+        "{} of {total} {what} differ, first: {:#?}",
+        differ.len(),
+        &differ[..differ.len().min(20)]
+    );
+}

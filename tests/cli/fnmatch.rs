@@ -39,14 +39,10 @@ fn fnmatch_agrees_with_python_on_random_patterns() {
             (pattern, name)
         })
         .collect();
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("pairs.json");
-    std::fs::write(&input, serde_json::to_vec(&pairs).unwrap()).unwrap();
     let script = "import fnmatch, json, sys\n\
                   pairs = json.load(open(sys.argv[1], encoding='utf-8'))\n\
                   print(json.dumps([fnmatch.fnmatchcase(n, p) for p, n in pairs]))";
-    let out = ok(oracle_python().arg("-c").arg(script).arg(&input));
-    let python: Vec<bool> = serde_json::from_slice(&out.stdout).unwrap();
+    let python: Vec<bool> = python_answers(script, &pairs);
     assert_eq!(python.len(), pairs.len());
     let differ: Vec<String> = pairs
         .iter()
@@ -54,13 +50,7 @@ fn fnmatch_agrees_with_python_on_random_patterns() {
         .filter(|((p, n), py)| totogate::verify::fnmatch::fnmatch(n, p) != **py)
         .map(|((p, n), py)| format!("pattern {p:?}, name {n:?}: Python says {py}"))
         .collect();
-    assert!(
-        differ.is_empty(),
-        "{} of {} pairs differ, first: {:#?}",
-        differ.len(),
-        pairs.len(),
-        &differ[..differ.len().min(20)]
-    );
+    assert_none_differ(&differ, pairs.len(), "pairs");
     // The draw is worth something: both answers come up, often.
     let matched = python.iter().filter(|m| **m).count();
     assert!(

@@ -91,9 +91,6 @@ fn param_substitution_agrees_with_python_str_format() {
     .collect();
     let mut rng = Rng(20261126);
     let templates: Vec<String> = (0..60_000).map(|_| template(&mut rng)).collect();
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("templates.json");
-    std::fs::write(&input, serde_json::to_vec(&(&templates, &params)).unwrap()).unwrap();
     let script = "import json, sys\n\
                   templates, params = json.load(open(sys.argv[1], encoding='utf-8'))\n\
                   def one(t):\n\
@@ -102,8 +99,7 @@ fn param_substitution_agrees_with_python_str_format() {
                   \x20   except Exception as e:\n\
                   \x20       return [False, type(e).__name__ + ': ' + str(e)]\n\
                   print(json.dumps([one(t) for t in templates]))";
-    let out = ok(oracle_python().arg("-c").arg(script).arg(&input));
-    let python: Vec<(bool, String)> = serde_json::from_slice(&out.stdout).unwrap();
+    let python: Vec<(bool, String)> = python_answers(script, &(&templates, &params));
     assert_eq!(python.len(), templates.len());
     let mut formatted = 0;
     let mut differ = Vec::new();
@@ -116,13 +112,7 @@ fn param_substitution_agrees_with_python_str_format() {
             _ => differ.push(format!("{t:?}: ours {ours:?}, Python {py_ok} {py_text:?}")),
         }
     }
-    assert!(
-        differ.is_empty(),
-        "{} of {} templates differ, first: {:#?}",
-        differ.len(),
-        templates.len(),
-        &differ[..differ.len().min(20)]
-    );
+    assert_none_differ(&differ, templates.len(), "templates");
     // The draw is worth something: Python formats many and refuses many.
     assert!(
         formatted > 10_000 && formatted < templates.len() - 10_000,
