@@ -4,7 +4,8 @@
 //! seed: nested objects and arrays (empty ones too), keys and strings with
 //! quotes, backslashes, control characters, non-ASCII and astral
 //! characters (written as `\uXXXX` and surrogate pairs), integers of any
-//! size, and floats in every spelling JSON allows.
+//! size, and floats in every spelling JSON allows. The same documents go
+//! through canonical JSON against securesystemslib's `encode_canonical`.
 
 use super::common::*;
 use totogate::json::{parse_strict, to_python_json, JsonLimits, PyStyle};
@@ -151,4 +152,42 @@ fn json_written_as_python_writes_it() {
         }
     }
     assert_none_differ(&differ, 3 * docs.len(), "outputs");
+}
+
+/// The same kind of documents through canonical JSON, the bytes signatures
+/// cover: `totogate::cjson::encode` against securesystemslib's
+/// `encode_canonical` (the reference's), byte for byte, and both refusing
+/// the documents with a float in them.
+#[test]
+fn canonical_json_as_securesystemslib_writes_it() {
+    let mut rng = Rng(20261127);
+    let docs: Vec<String> = (0..20_000).map(|_| value(&mut rng, 0)).collect();
+    let script = "import json, sys\n\
+                  from securesystemslib.formats import encode_canonical\n\
+                  docs = json.load(open(sys.argv[1], encoding='utf-8'))\n\
+                  def one(d):\n\
+                  \x20   try:\n\
+                  \x20       return encode_canonical(json.loads(d))\n\
+                  \x20   except Exception:\n\
+                  \x20       return None\n\
+                  print(json.dumps([one(d) for d in docs]))";
+    let python: Vec<Option<String>> = python_answers(script, &docs);
+    assert_eq!(python.len(), docs.len());
+    let mut differ = Vec::new();
+    for (doc, py) in docs.iter().zip(&python) {
+        let v = parse_strict(doc.as_bytes(), JsonLimits::default()).unwrap();
+        let ours = totogate::cjson::encode(&v)
+            .ok()
+            .map(|b| String::from_utf8(b).unwrap());
+        if &ours != py {
+            differ.push(format!("{doc}:\n ours   {ours:?}\n Python {py:?}"));
+        }
+    }
+    assert_none_differ(&differ, docs.len(), "documents");
+    // Both outcomes come up often.
+    let encoded = python.iter().filter(|p| p.is_some()).count();
+    assert!(
+        encoded > 4_000 && encoded < docs.len() - 4_000,
+        "{encoded} encoded"
+    );
 }
