@@ -289,6 +289,14 @@ mod tests {
         files_under("testdata", keep)
     }
 
+    /// Every metadata file in the test data and every fuzz seed, read.
+    fn metadata_and_seeds() -> Vec<(String, Vec<u8>)> {
+        let mut files = testdata(|name| name.contains(".link") || name.contains("layout"));
+        files.extend(files_under("fuzz/corpus", |_| true));
+        assert!(files.len() > 30, "only {} files", files.len());
+        files
+    }
+
     /// The files under `dir` (relative to the crate) whose names pass
     /// `keep`, read.
     fn files_under(dir: &str, keep: impl Fn(&str) -> bool) -> Vec<(String, Vec<u8>)> {
@@ -336,9 +344,7 @@ mod tests {
     /// and refuse the same ones with the same message.
     #[test]
     fn parse_agrees_with_the_general_parser_on_every_file() {
-        let mut files = testdata(|name| name.contains(".link") || name.contains("layout"));
-        files.extend(files_under("fuzz/corpus", |_| true));
-        assert!(files.len() > 30, "only {} files", files.len());
+        let files = metadata_and_seeds();
         let limits = JsonLimits::default();
         let mut accepted = 0;
         for (at, bytes) in files {
@@ -361,8 +367,7 @@ mod tests {
     /// a dict as its link's name, whose keys the writer sorts.
     #[test]
     fn what_parses_is_written_and_read_back_equal() {
-        let mut files = testdata(|name| name.contains(".link") || name.contains("layout"));
-        files.extend(files_under("fuzz/corpus", |_| true));
+        let files = metadata_and_seeds();
         let limits = JsonLimits::default();
         let mut parsed = 0;
         for (at, bytes) in files {

@@ -118,10 +118,15 @@ fn value(rng: &mut Rng, depth: usize) -> String {
     }
 }
 
+/// 20,000 documents drawn from `seed`.
+fn documents(seed: u64) -> Vec<String> {
+    let mut rng = Rng(seed);
+    (0..20_000).map(|_| value(&mut rng, 0)).collect()
+}
+
 #[test]
 fn json_written_as_python_writes_it() {
-    let mut rng = Rng(20261126);
-    let docs: Vec<String> = (0..20_000).map(|_| value(&mut rng, 0)).collect();
+    let docs = documents(20261126);
     let script = "import json, sys\n\
                   docs = json.load(open(sys.argv[1], encoding='utf-8'))\n\
                   def styles(d):\n\
@@ -160,8 +165,7 @@ fn json_written_as_python_writes_it() {
 /// the documents with a float in them.
 #[test]
 fn canonical_json_as_securesystemslib_writes_it() {
-    let mut rng = Rng(20261127);
-    let docs: Vec<String> = (0..20_000).map(|_| value(&mut rng, 0)).collect();
+    let docs = documents(20261127);
     let script = "import json, sys\n\
                   from securesystemslib.formats import encode_canonical\n\
                   docs = json.load(open(sys.argv[1], encoding='utf-8'))\n\
